@@ -1,0 +1,43 @@
+namespace MixLoRA.GraphBuilder;
+
+/// <summary>
+/// A mistake in what the user gave us (a file, a flag, a config key). The CLIs print its message
+/// alone, with no stack trace, and exit non-zero.
+/// </summary>
+public sealed class UserError : Exception
+{
+    public UserError(string message) : base(message) { }
+    public UserError(string message, Exception inner) : base(message, inner) { }
+    public UserError() { }
+}
+
+/// <summary>The one throw helper: every message names the bad value and says what would fix it.</summary>
+public static class Fail
+{
+    /// <summary>A user mistake: "what is wrong: the fix".</summary>
+    public static UserError User(string what, string fix) => new($"{what}: {fix}");
+
+    /// <summary>A user mistake in a file, at a key or line.</summary>
+    public static UserError InFile(string file, string where, string what, string fix) =>
+        new($"{file}: {where}: {what}: {fix}");
+
+    /// <summary>A programming error in how an API was called.</summary>
+    public static ArgumentException Arg(string name, object? value, string expected) =>
+        new($"{name} = {Show(value)}; expected {expected}", name);
+
+    /// <summary>An internal invariant broke (a bug in this project, not in the input).</summary>
+    public static InvalidOperationException Bug(string what) => new($"internal error: {what}");
+
+    public static void If(bool condition, string what, string fix)
+    {
+        if (condition) throw User(what, fix);
+    }
+
+    public static string Show(object? v) => v switch
+    {
+        null => "null",
+        string s => $"'{s}'",
+        System.Collections.IEnumerable e => "[" + string.Join(", ", e.Cast<object?>().Select(Show)) + "]",
+        _ => Convert.ToString(v, System.Globalization.CultureInfo.InvariantCulture) ?? "?",
+    };
+}

@@ -1,0 +1,42 @@
+using System.Collections.Immutable;
+
+namespace MixLoRA.GraphBuilder.IR;
+
+/// <summary>A named tensor in a graph. Shape is null when even the rank is unknown.</summary>
+public sealed record Value(string Name, DType DType, Shape? Shape)
+{
+    public int Rank => Shape?.Rank ?? throw Fail.Bug($"rank of '{Name}' is unknown");
+    public Shape S => Shape ?? throw Fail.Bug($"shape of '{Name}' is unknown");
+    public override string ToString() => $"{Name}: {DType.Name()}{Shape?.ToString() ?? "(?)"}";
+}
+
+/// <summary>Constant tensor bytes (little-endian, row-major) for initializers and Constant nodes.</summary>
+public sealed record TensorData(string Name, DType DType, ImmutableArray<long> Dims, ReadOnlyMemory<byte> Bytes)
+{
+    public long Count => Dims.Aggregate(1L, (a, b) => a * b);
+
+    public static TensorData FromLongs(string name, long[] values, params long[] dims) =>
+        new(name, DType.Int64, dims.ToImmutableArray(), System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+
+    public static TensorData FromFloats(string name, float[] values, params long[] dims) =>
+        new(name, DType.Float32, dims.ToImmutableArray(), System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+
+    public static TensorData FromDoubles(string name, double[] values, params long[] dims) =>
+        new(name, DType.Float64, dims.ToImmutableArray(), System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+
+    public long[] AsLongs() => DType switch
+    {
+        DType.Int64 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(Bytes.Span).ToArray(),
+        DType.Int32 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(Bytes.Span).ToArray().Select(i => (long)i).ToArray(),
+        _ => throw Fail.Bug($"{Name} is {DType.Name()}, not an integer tensor"),
+    };
+
+    /// <summary>Values as float64 (from float32/float64/int tensors); for tests and scalar constants.</summary>
+    public double[] AsDoubles() => DType switch
+    {
+        DType.Float32 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(Bytes.Span).ToArray().Select(f => (double)f).ToArray(),
+        DType.Float64 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, double>(Bytes.Span).ToArray(),
+        DType.Int64 or DType.Int32 => AsLongs().Select(l => (double)l).ToArray(),
+        _ => throw Fail.Bug($"{Name}: AsDoubles does not read {DType.Name()}"),
+    };
+}

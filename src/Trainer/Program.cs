@@ -1,0 +1,6 @@
+namespace MixLoRA.Trainer;
+
+public static class Program
+{
+    public static int Main(string[] args) => Cli.Commands.Run(args);
+}

@@ -1,0 +1,11 @@
+namespace MixLoRA.Trainer.Tests;
+
+[TestClass]
+public sealed class CliSmokeTests
+{
+    [TestMethod]
+    public void UnknownCommandIsAUsageError()
+    {
+        Assert.AreEqual(2, MixLoRA.Trainer.Cli.Commands.Run(["no-such-command"]));
+    }
+}
