@@ -1,0 +1,138 @@
+using Microsoft.ML.OnnxRuntime;
+using MixLoRA.GraphBuilder;
+
+namespace MixLoRA.Trainer.Runtime;
+
+public enum Device { Cpu, Cuda }
+
+/// <summary>
+/// Owns ONNX Runtime session creation: CPU, or CUDA through RegisterExecutionProviderLibrary +
+/// GetEpDevices + AppendExecutionProvider (DESIGN §2; AppendExecutionProvider_CUDA does not exist in
+/// this native build). One instance per process device choice.
+/// </summary>
+public sealed class OrtRuntime
+{
+    private static readonly Lock Gate = new();
+    private static OrtEpDevice[]? _cudaDevices;
+
+    private OrtRuntime(Device device, OrtEpDevice[] epDevices)
+    {
+        Device = device;
+        _epDevices = epDevices;
+    }
+
+    private readonly OrtEpDevice[] _epDevices;
+
+    public Device Device { get; }
+
+    public static OrtRuntime Cpu { get; } = new(Device.Cpu, []);
+
+    public static Device ParseDevice(string s) => s.ToLowerInvariant() switch
+    {
+        "cpu" => Device.Cpu,
+        "cuda" or "gpu" => Device.Cuda,
+        _ => throw Fail.User($"unknown device '{s}'", "use --device cpu or --device cuda"),
+    };
+
+    public static OrtRuntime For(Device device) => device == Device.Cpu ? Cpu : new(Device.Cuda, CudaDevices());
+
+    /// <summary>Memory info for tensors that live where this runtime computes.</summary>
+    public OrtMemoryInfo DeviceMemory => Device == Device.Cpu
+        ? OrtMemoryInfo.DefaultInstance
+        : new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
+
+    /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>
+    public SessionOptions Options(bool profile = false)
+    {
+        var o = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        if (profile) o.EnableProfiling = true;
+        if (Device == Device.Cuda)
+        {
+            o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, new Dictionary<string, string>
+            {
+                // grow the arena by what is requested, not by powers of two
+                ["arena_extend_strategy"] = "kSameAsRequested",
+                ["cudnn_conv_algo_search"] = "HEURISTIC",
+            });
+        }
+        return o;
+    }
+
+    public InferenceSession Session(byte[] model, SessionOptions? options = null)
+    {
+        using var own = options == null ? Options() : null;
+        try
+        {
+            return new InferenceSession(model, options ?? own!);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new InvalidOperationException($"ONNX Runtime rejected the graph on {Device}: {e.Message}", e);
+        }
+    }
+
+    private static OrtEpDevice[] CudaDevices()
+    {
+        lock (Gate)
+        {
+            if (_cudaDevices != null) return _cudaDevices;
+            var lib = FindCudaProvider();
+            var env = OrtEnv.Instance();
+            try
+            {
+                env.RegisterExecutionProviderLibrary("cuda", lib);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                throw Fail.User($"could not load the CUDA provider {lib} ({e.Message})",
+                    "check that CUDA 13 and cuDNN libraries are on LD_LIBRARY_PATH and a GPU driver is present");
+            }
+            var devices = env.GetEpDevices().Where(d => d.EpName == "CUDAExecutionProvider").ToArray();
+            if (devices.Length == 0) throw Fail.User("the CUDA provider loaded but found no GPU", "run on a machine with an NVIDIA GPU, or use --device cpu");
+            return _cudaDevices = devices[..1];
+        }
+    }
+
+    /// <summary>
+    /// ORT_CUDA_PROVIDER, else the provider beside libonnxruntime.so, else the npm cache (fetched on
+    /// first use with tools/fetch-ort.sh --gpu).
+    /// </summary>
+    public static string FindCudaProvider()
+    {
+        const string name = "libonnxruntime_providers_cuda.so";
+        var env = Environment.GetEnvironmentVariable("ORT_CUDA_PROVIDER");
+        if (!string.IsNullOrEmpty(env))
+        {
+            return File.Exists(env) ? env : throw Fail.User($"ORT_CUDA_PROVIDER={env} does not exist", "point it at libonnxruntime_providers_cuda.so");
+        }
+        var beside = Path.Combine(AppContext.BaseDirectory, name);
+        if (File.Exists(beside)) return beside;
+        var cache = Environment.GetEnvironmentVariable("MIXLORA_CACHE") is { Length: > 0 } c ? c
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "mixlora");
+        var cached = Path.Combine(cache, "ort-0.4.9", "com.github.asus4.onnxruntime.linux-x64-gpu", "package", "Plugins", "Linux", "x64", name);
+        if (File.Exists(cached)) return cached;
+        var script = FindUp("tools/fetch-ort.sh");
+        if (script != null)
+        {
+            Console.Error.WriteLine("fetching the ONNX Runtime CUDA provider (230 MB, once)...");
+            using var p = System.Diagnostics.Process.Start("bash", [script, cache, "--gpu"]);
+            p.WaitForExit();
+            if (File.Exists(cached)) return cached;
+        }
+        throw Fail.User($"the CUDA provider {name} was not found", "run tools/fetch-ort.sh --gpu, or set ORT_CUDA_PROVIDER");
+    }
+
+    private static string? FindUp(string relative)
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
+        {
+            var p = Path.Combine(d.FullName, relative);
+            if (File.Exists(p)) return p;
+        }
+        return null;
+    }
+}
