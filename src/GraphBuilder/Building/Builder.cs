@@ -88,6 +88,14 @@ public sealed class Builder
 
     internal void RecordConstant(string name, TensorData t) => _consts[name] = t;
 
+    /// <summary>Records a more precise shape for a value (e.g. symbolic dims a reshape could not infer).</summary>
+    public Value Refine(Value v, Shape shape)
+    {
+        var r = v with { Shape = shape };
+        _values[v.Name] = r;
+        return r;
+    }
+
     public void UseOpset(string domain, int version) => _opsets[domain] = version;
 
     /// <summary>Emits one node of a catalog op; infers its outputs' dtypes and shapes.</summary>

@@ -125,6 +125,6 @@ public static class ShapeOps
         if (x.Shape is { } xs && like.Shape is { } ls && xs.SameAs(ls)) return x;
         if (like.Shape is { IsStatic: true } s) return b.Expand(x, s.ToLongs());
         var v = b.Apply1(ExpandOp, [x, b.ShapeOf(like)]);
-        return v with { Shape = like.Shape };
+        return like.Shape is { } ls2 ? b.Refine(v, ls2) : v;
     }
 }

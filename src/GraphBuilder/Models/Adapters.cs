@@ -1,0 +1,41 @@
+using MixLoRA.GraphBuilder.Building;
+using MixLoRA.GraphBuilder.IR;
+
+namespace MixLoRA.GraphBuilder.Models;
+
+/// <summary>One named linear of the decoder (q_proj ... down_proj) as adapters see it.</summary>
+public sealed record LinearSite(int Layer, string Module, string Key, long In, long Out);
+
+/// <summary>
+/// The MLP block of one decoder layer as an adapter sees it: the frozen projections (without any adapter),
+/// the activation, and which tokens are real (for losses that must ignore padding).
+/// </summary>
+public sealed record MlpSite(
+    int Layer,
+    string Key,                                  // "model.layers.3.mlp"
+    long Hidden,                                 // D
+    long Intermediate,                           // F
+    Func<string, Value, Value> Frozen,           // (module, x (N, in)) → x Wᵀ (+b), no adapter
+    Func<Value, Value> Act,                      // the model's hidden_act
+    Value TokenMask);                            // (N) float 1 for real tokens, 0 for padding
+
+/// <summary>
+/// Where adapters plug into the model without editing it: a delta on any named linear, and an optional
+/// replacement of the whole MLP block (MixLoRA's MoE). Return null to keep the model's own computation.
+/// </summary>
+public interface IAdapter
+{
+    /// <summary>Δ(x) added to the frozen linear's output (N, out), or null.</summary>
+    Value? LinearDelta(Builder b, LinearSite site, Value x);
+
+    /// <summary>The MLP block's output (N, D) replacing the dense SwiGLU, or null.</summary>
+    Value? Mlp(Builder b, MlpSite site, Value x);
+}
+
+/// <summary>No adapter: the base model.</summary>
+public sealed class NoAdapter : IAdapter
+{
+    public static readonly NoAdapter Instance = new();
+    public Value? LinearDelta(Builder b, LinearSite site, Value x) => null;
+    public Value? Mlp(Builder b, MlpSite site, Value x) => null;
+}

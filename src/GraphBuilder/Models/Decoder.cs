@@ -1,0 +1,156 @@
+using MixLoRA.GraphBuilder.Building;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Ops;
+
+namespace MixLoRA.GraphBuilder.Models;
+
+/// <summary>Decoder inputs: ids (B, T), attention mask (B, S), position ids (B, T), optional past K/V.</summary>
+public sealed record DecoderInputs(Value InputIds, Value AttentionMask, Value PositionIds, IReadOnlyList<(Value K, Value V)>? Past = null);
+
+/// <summary>Logits (N, V) with N = B·T, final hidden states (N, D), present K/V per layer.</summary>
+public sealed record DecoderOutputs(Value Logits, Value Hidden, IReadOnlyList<(Value K, Value V)> Present);
+
+/// <summary>
+/// The LLaMA-family decoder (llama, mistral, qwen2) as transformers computes it, built from primitives.
+/// Tokens stay flattened to (N, D) between layers; linears are Gemm with transB on HF [out, in] weights.
+/// <code>
+/// ids ─embed─┬─ RMSNorm ─ attn(q,k,v,o + RoPE) ─(+)─┬─ RMSNorm ─ MLP or adapter MoE ─(+)─ … ─ norm ─ lm_head
+///            └───────────────────────────────────┘  └──────────────────────────────┘
+/// </code>
+/// </summary>
+public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? adapter = null)
+{
+    private readonly IAdapter _adapter = adapter ?? NoAdapter.Instance;
+
+    public ModelConfig Config => cfg;
+
+    public DecoderOutputs Build(Builder b, DecoderInputs io, DType compute)
+    {
+        var (bsz, t) = (io.InputIds.S[0], io.InputIds.S[1]);
+        var d = cfg.HiddenSize;
+        var embed = weights.Get(b, "model.embed_tokens.weight", [cfg.VocabSize, d]);
+        var x = b.Reshape(b.Gather(embed, io.InputIds), -1, d);                              // (N, D)
+        x = b.Cast(x, compute);
+        var (cos, sin) = b.RopeTables(io.PositionIds, cfg.RopeInvFreq());  // attention scaling is 1 for default, linear and llama3
+        var tokenMask = TokenMask(b, io, t);
+        var present = new List<(Value, Value)>();
+        var lens = Lengths(b, io);
+        var masks = new Dictionary<int, Value>();
+        for (var l = 0; l < cfg.NumLayers; l++)
+        {
+            var window = cfg.SlidingWindowFor(l) ?? 0;
+            if (!masks.TryGetValue(window, out var allowed))
+            {
+                using (b.Scope(window == 0 ? "model.mask" : $"model.mask_w{window}"))
+                {
+                    masks[window] = allowed = Attention.Mask(b, io.AttentionMask, lens.Past, lens.Seq, lens.Total, window == 0 ? null : window);
+                }
+            }
+            var past = io.Past?[l];
+            (x, var kv) = Layer(b, l, x, bsz, t, cos, sin, allowed, past, tokenMask);
+            present.Add(kv);
+        }
+        using (b.Scope("model.norm"))
+        {
+            x = b.RmsNorm(x, weights.Get(b, "model.norm.weight", [d]), cfg.RmsNormEps);
+        }
+        var headKey = cfg.TieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+        Value logits;
+        using (b.Scope("lm_head"))
+        {
+            logits = b.Linear(x, weights.Get(b, headKey, [cfg.VocabSize, d]));               // (N, V)
+        }
+        return new DecoderOutputs(logits, x, present);
+    }
+
+    private (Value X, (Value K, Value V) Kv) Layer(Builder b, int l, Value x, Dim bsz, Dim t, Value cos, Value sin, Value allowed, (Value K, Value V)? past, Value tokenMask)
+    {
+        var p = $"model.layers.{l}";
+        Value h;
+        using (b.Scope($"{p}.input_layernorm"))
+        {
+            h = b.RmsNorm(x, weights.Get(b, $"{p}.input_layernorm.weight", [cfg.HiddenSize]), cfg.RmsNormEps);
+        }
+        (Value, Value) kv;
+        using (b.Scope($"{p}.self_attn"))
+        {
+            (h, kv) = SelfAttention(b, l, h, bsz, t, cos, sin, allowed, past);
+        }
+        x = b.Add(x, h);
+        using (b.Scope($"{p}.post_attention_layernorm"))
+        {
+            h = b.RmsNorm(x, weights.Get(b, $"{p}.post_attention_layernorm.weight", [cfg.HiddenSize]), cfg.RmsNormEps);
+        }
+        using (b.Scope($"{p}.mlp"))
+        {
+            h = Mlp(b, l, h, tokenMask);
+        }
+        return (b.Add(x, h), kv);
+    }
+
+    private (Value Out, (Value K, Value V) Kv) SelfAttention(Builder b, int l, Value h, Dim bsz, Dim t, Value cos, Value sin, Value allowed, (Value K, Value V)? past)
+    {
+        var (nh, nkv, dh) = (cfg.NumHeads, cfg.NumKvHeads, cfg.HeadDim);
+        Value Heads(Value y, int n) => b.Refine(b.Transpose(b.Reshape(y, bsz.IsStatic ? bsz.Value : -1, t.IsStatic ? t.Value : 0, n, dh), 0, 2, 1, 3), Shape.Of(bsz, n, t, dh));
+        var q = b.ApplyRope(Heads(Proj(b, l, "self_attn", "q_proj", h, nh * dh, cfg.AttentionBias), nh), cos, sin);   // (B, H, T, Dh)
+        var k = b.ApplyRope(Heads(Proj(b, l, "self_attn", "k_proj", h, nkv * dh, cfg.AttentionBias), nkv), cos, sin); // (B, Hkv, T, Dh)
+        var v = Heads(Proj(b, l, "self_attn", "v_proj", h, nkv * dh, cfg.AttentionBias), nkv);                        // (B, Hkv, T, Dh)
+        if (past is { } pkv)
+        {
+            k = b.Concat(2, pkv.K, k);                                                     // (B, Hkv, S, Dh)
+            v = b.Concat(2, pkv.V, v);
+        }
+        var o = Attention.Scores(b, q, k, v, allowed, nkv);                                // (B, H, T, Dh)
+        var flat = b.Reshape(b.Transpose(o, 0, 2, 1, 3), -1, nh * dh);                     // (N, H·Dh)
+        return (Proj(b, l, "self_attn", "o_proj", flat, cfg.HiddenSize, cfg.OProjBias), (k, v));
+    }
+
+    /// <summary>The dense SwiGLU, unless the adapter replaces the block (MixLoRA).</summary>
+    private Value Mlp(Builder b, int l, Value h, Value tokenMask)
+    {
+        var (d, f) = (cfg.HiddenSize, cfg.IntermediateSize);
+        var site = new MlpSite(l, $"model.layers.{l}.mlp", d, f,
+            (module, x) => Frozen(b, l, "mlp", module, x, module == "down_proj" ? d : f, cfg.MlpBias),
+            x => b.Act(cfg.HiddenAct, x), tokenMask);
+        if (_adapter.Mlp(b, site, h) is { } replaced) return replaced;
+        var gate = Proj(b, l, "mlp", "gate_proj", h, f, cfg.MlpBias);
+        var up = Proj(b, l, "mlp", "up_proj", h, f, cfg.MlpBias);
+        return Proj(b, l, "mlp", "down_proj", b.Mul(b.Act(cfg.HiddenAct, gate), up), d, cfg.MlpBias);
+    }
+
+    /// <summary>A named linear: frozen x Wᵀ (+ b) plus the adapter's delta.</summary>
+    private Value Proj(Builder b, int l, string block, string module, Value x, long outF, bool bias)
+    {
+        var y = Frozen(b, l, block, module, x, outF, bias);
+        var site = new LinearSite(l, module, $"model.layers.{l}.{block}.{module}", x.S[-1].Value, outF);
+        return _adapter.LinearDelta(b, site, x) is { } delta ? b.Add(y, delta) : y;
+    }
+
+    private Value Frozen(Builder b, int l, string block, string module, Value x, long outF, bool bias)
+    {
+        var key = $"model.layers.{l}.{block}.{module}";
+        var w = weights.Get(b, $"{key}.weight", [outF, x.S[-1].Value]);
+        var bv = bias ? weights.Get(b, $"{key}.bias", [outF]) : null;
+        return b.Linear(x, w, bv);                                                         // (N, out)
+    }
+
+    private static Value TokenMask(Builder b, DecoderInputs io, Dim t)
+    {
+        // the mask's last T columns are this call's tokens
+        var m = io.Past is null ? io.AttentionMask : b.Slice(io.AttentionMask, b.Ints(-(t.IsStatic ? t.Value : 1)), b.Ints(long.MaxValue), b.Ints(1));
+        return b.Reshape(b.Cast(m, DType.Float32), -1);                                   // (N)
+    }
+
+    private static (Value Past, Value Seq, Value Total) Lengths(Builder b, DecoderInputs io)
+    {
+        if (io.Past is null && io.InputIds.S[1].IsStatic)
+        {
+            var tt = io.InputIds.S[1].Value;
+            return (b.Int(0), b.Int(tt), b.Int(tt));
+        }
+        Value Dim(Value v, long axis) => b.Squeeze(b.Gather(b.ShapeOf(v), b.Ints(axis)), 0);
+        var seq = Dim(io.InputIds, 1);
+        var total = Dim(io.AttentionMask, 1);
+        return (b.Sub(total, seq), seq, total);
+    }
+}

@@ -1,0 +1,68 @@
+using MixLoRA.GraphBuilder.Building;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Ops;
+
+namespace MixLoRA.GraphBuilder.Models;
+
+/// <summary>RMSNorm, activations and RoPE as compositions of catalog primitives (no rules of their own).</summary>
+public static class Layers
+{
+    /// <summary>
+    /// HF LlamaRMSNorm: in fp32, x / sqrt(mean(x²) + eps), back to the input dtype, times the weight.
+    /// <code>
+    /// x ─Cast32─┬─ x² ─ mean(-1) ─ +eps ─ sqrt ─┐
+    ///           └──────────────────────────── ÷ ─Cast─ ⊙ w
+    /// </code>
+    /// </summary>
+    public static Value RmsNorm(this Builder b, Value x, Value weight, double eps)
+    {
+        var x32 = b.Cast(x, DType.Float32);                                    // (N, D)
+        var ms = b.ReduceMean(b.Mul(x32, x32), [-1], keepDims: true);          // (N, 1)
+        var normed = b.Div(x32, b.Sqrt(b.AddScalar(ms, eps)));                 // (N, D)
+        return b.Mul(b.Cast(weight, x.DType), b.Cast(normed, x.DType));
+    }
+
+    public static Value Silu(this Builder b, Value x) => b.Mul(x, b.Sigmoid(x));
+
+    /// <summary>The model's hidden_act by its HF name.</summary>
+    public static Value Act(this Builder b, string name, Value x) => name switch
+    {
+        "silu" or "swish" => b.Silu(x),
+        "gelu_pytorch_tanh" or "gelu_new" or "gelu_fast" => GeluTanh(b, x),
+        "relu" => b.Max(x, b.Scalar(0, x.DType)),
+        _ => throw Fail.User($"activation '{name}' is not supported", "use silu, gelu_pytorch_tanh/gelu_new or relu"),
+    };
+
+    // 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))
+    private static Value GeluTanh(Builder b, Value x)
+    {
+        var x3 = b.Mul(b.Mul(x, x), x);
+        var inner = b.Scale(b.Add(x, b.Scale(x3, 0.044715)), Math.Sqrt(2 / Math.PI));
+        return b.Mul(b.Scale(x, 0.5), b.AddScalar(b.Tanh(inner), 1));
+    }
+
+    /// <summary>
+    /// cos/sin tables (B, 1, T, Dh) in fp32 from position ids (B, T), as HF's rotary embedding computes
+    /// them: freqs = pos ⊗ inv_freq, emb = [freqs, freqs].
+    /// </summary>
+    public static (Value Cos, Value Sin) RopeTables(this Builder b, Value positionIds, double[] invFreq, double attentionScaling = 1.0)
+    {
+        var half = invFreq.Length;
+        var pos = b.Unsqueeze(b.Cast(positionIds, DType.Float32), -1);                    // (B, T, 1)
+        var inv = b.Floats(invFreq.Select(f => (double)(float)f).ToArray(), DType.Float32, 1, 1, half);
+        var freqs = b.Mul(pos, inv);                                                      // (B, T, Dh/2)
+        var emb = b.Unsqueeze(b.Concat(-1, freqs, freqs), 1);                             // (B, 1, T, Dh)
+        Value cos = b.Cos(emb), sin = b.Sin(emb);
+        if (attentionScaling != 1.0) (cos, sin) = (b.Scale(cos, attentionScaling), b.Scale(sin, attentionScaling));
+        return (cos, sin);
+    }
+
+    /// <summary>x·cos + rotate_half(x)·sin for x (B, H, T, Dh); rotate_half(x) = [−x₂, x₁].</summary>
+    public static Value ApplyRope(this Builder b, Value x, Value cos, Value sin)
+    {
+        var dh = x.S[-1].Value;
+        var halves = b.Split(x, -1, dh / 2, dh / 2);
+        var rotated = b.Concat(-1, b.Neg(halves[1]), halves[0]);                         // (B, H, T, Dh)
+        return b.Add(b.Mul(x, b.Cast(cos, x.DType)), b.Mul(rotated, b.Cast(sin, x.DType)));
+    }
+}

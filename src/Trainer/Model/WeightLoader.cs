@@ -1,0 +1,58 @@
+using System.Runtime.InteropServices;
+using MixLoRA.GraphBuilder;
+using MixLoRA.GraphBuilder.IO;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Ops;
+using MixLoRA.Trainer.Runtime;
+
+namespace MixLoRA.Trainer.Model;
+
+/// <summary>
+/// Reads the frozen weights a graph declares from the model's safetensors, checking each shape, and
+/// converts them to the graph's dtype.
+/// </summary>
+public static class WeightLoader
+{
+    /// <summary>Checks every declared weight exists with the declared shape; errors name tensor and shapes.</summary>
+    public static void Validate(SafetensorsModel model, IReadOnlyDictionary<string, Value> declared)
+    {
+        foreach (var (key, v) in declared)
+        {
+            if (!model.Contains(key))
+            {
+                throw Fail.User($"{model.Folder}: tensor '{key}' is missing", "the checkpoint does not match config.json (or is not a LLaMA-family model)");
+            }
+            var info = model.Info(key);
+            var want = v.S.ToLongs();
+            if (!info.Shape.SequenceEqual(want))
+            {
+                throw Fail.User($"{model.Folder}: tensor '{key}' has shape [{string.Join(", ", info.Shape)}], the graph needs [{string.Join(", ", want)}]",
+                    "check that config.json belongs to these weights");
+            }
+        }
+    }
+
+    /// <summary>All declared weights as host tensors in their declared dtype.</summary>
+    public static Dictionary<string, HostTensor> LoadHost(SafetensorsModel model, IReadOnlyDictionary<string, Value> declared)
+    {
+        Validate(model, declared);
+        return declared.ToDictionary(p => p.Key, p => Load(model, p.Key, p.Value.DType));
+    }
+
+    public static HostTensor Load(SafetensorsModel model, string key, DType dtype)
+    {
+        var info = model.Info(key);
+        if (info.DType == dtype) return new HostTensor(dtype, info.Shape, model.Bytes(key).ToArray());
+        var f = model.ReadFloat32(key);
+        return new HostTensor(dtype, info.Shape, Encode(f, dtype));
+    }
+
+    public static byte[] Encode(float[] f, DType dtype) => dtype switch
+    {
+        DType.Float32 => MemoryMarshal.AsBytes(f.AsSpan()).ToArray(),
+        DType.Float64 => MemoryMarshal.AsBytes(f.Select(x => (double)x).ToArray().AsSpan()).ToArray(),
+        DType.Float16 => MemoryMarshal.AsBytes(f.Select(x => (Half)x).ToArray().AsSpan()).ToArray(),
+        DType.BFloat16 => MemoryMarshal.AsBytes(f.Select(BFloat16.FromFloat).ToArray().AsSpan()).ToArray(),
+        _ => throw Fail.Bug($"cannot encode weights as {dtype.Name()}"),
+    };
+}
