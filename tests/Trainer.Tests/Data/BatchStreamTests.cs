@@ -158,7 +158,7 @@ public sealed class BatchStreamTests
     public void ParityCase_PaddingAndFirstBatchMatchTheReference()
     {
         string? dir = TestFiles.Parity("llama-basic");
-        if (dir is null) Assert.Inconclusive("shared/parity/llama-basic not found above the repository");
+        Assert.IsNotNull(dir, "shared/parity/llama-basic not found above the repository");
         var examples = DatasetLoader.Load(DatasetSpec.FromArgs([Path.Combine(dir, "data.jsonl")]), null);
         using var train = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "train.json")));
         int b = train.RootElement.GetProperty("batch_size").GetInt32();
