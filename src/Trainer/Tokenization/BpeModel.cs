@@ -49,7 +49,7 @@ internal sealed class BpeModel
     public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
 
     /// <summary>Reads `model` of a tokenizer.json; only type BPE is supported.</summary>
-    public static BpeModel From(JsonNode model)
+    public static BpeModel From(JsonAt model)
     {
         string type = model.Opt("type")?.Str() ?? (model.Opt("merges") is null ? "(missing)" : "BPE");
         if (type != "BPE")
@@ -69,7 +69,7 @@ internal sealed class BpeModel
         return new BpeModel(vocab, ReadMerges(model.Get("merges"), vocab, options.Prefix), options, unkId);
     }
 
-    private static Dictionary<long, long> ReadMerges(JsonNode merges, Dictionary<string, int> vocab, string prefix)
+    private static Dictionary<long, long> ReadMerges(JsonAt merges, Dictionary<string, int> vocab, string prefix)
     {
         var result = new Dictionary<long, long>(merges.Element.GetArrayLength());
         long rank = 0;
@@ -97,7 +97,7 @@ internal sealed class BpeModel
         return result;
     }
 
-    private static int Lookup(Dictionary<string, int> vocab, string token, JsonNode where) =>
+    private static int Lookup(Dictionary<string, int> vocab, string token, JsonAt where) =>
         vocab.TryGetValue(token, out int id) ? id : throw where.Bad($"merge token '{token}' is not in the vocab");
 
     private static long Key(int a, int b) => ((long)a << 32) | (uint)b;

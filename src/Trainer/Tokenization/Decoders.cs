@@ -13,7 +13,7 @@ internal static class Decoders
 {
     private const string Supported = "Sequence, Replace, ByteFallback, Fuse, Strip, ByteLevel, Metaspace";
 
-    public static IDecoder? From(JsonNode? node)
+    public static IDecoder? From(JsonAt? node)
     {
         if (node is not { } n) return null;
         return n.TypeName switch
@@ -29,13 +29,13 @@ internal static class Decoders
         };
     }
 
-    private static char Single(JsonNode node)
+    private static char Single(JsonAt node)
     {
         string s = node.Str();
         return s.Length == 1 ? s[0] : throw node.Bad($"expected one character, found '{s}'");
     }
 
-    private static MetaspaceDecoder MetaspaceFrom(JsonNode n)
+    private static MetaspaceDecoder MetaspaceFrom(JsonAt n)
     {
         string replacement = n.OptStr("replacement") ?? "\u2581";
         string? scheme = n.OptStr("prepend_scheme");

@@ -18,7 +18,7 @@ public sealed class HfTokenizer : ITokenizer
     private readonly IDecoder? _decoder;
     private readonly Dictionary<string, int> _addedByContent = new(StringComparer.Ordinal);
 
-    private HfTokenizer(string path, JsonNode root)
+    private HfTokenizer(string path, JsonAt root)
     {
         Path = path;
         _model = BpeModel.From(root.Get("model"));
@@ -51,8 +51,8 @@ public sealed class HfTokenizer : ITokenizer
     /// <summary>Loads a tokenizer.json; missing files, malformed JSON and unsupported components are UserErrors naming the file.</summary>
     public static HfTokenizer Load(string path)
     {
-        using var doc = JsonNode.ParseFile(path);
-        return new HfTokenizer(path, new JsonNode(doc.RootElement, path, ""));
+        using var doc = JsonAt.ParseFile(path);
+        return new HfTokenizer(path, new JsonAt(doc.RootElement, path, ""));
     }
 
     /// <summary>Loads `tokenizer.json` of a model folder (a Hugging Face checkpoint directory).</summary>
@@ -110,7 +110,7 @@ public sealed class HfTokenizer : ITokenizer
     }
 
     /// <summary>An added token; as in HF, `normalized` defaults to the opposite of `special`.</summary>
-    private static AddedToken ReadAdded(JsonNode n)
+    private static AddedToken ReadAdded(JsonAt n)
     {
         bool special = n.OptBool("special", false);
         return new AddedToken(n.Get("id").Int(), n.Get("content").Str(), n.OptBool("single_word", false),

@@ -11,7 +11,7 @@ internal static class Normalizers
 {
     private const string Supported = "Sequence, Prepend, Replace, NFC, NFD, NFKC, NFKD, Lowercase, Strip";
 
-    public static INormalizer? From(JsonNode? node)
+    public static INormalizer? From(JsonAt? node)
     {
         if (node is not { } n) return null;
         return n.TypeName switch
@@ -74,7 +74,7 @@ internal static class Normalizers
 /// <summary>tokenizer.json patterns: {"String": literal} or {"Regex": pattern}.</summary>
 internal static class Patterns
 {
-    public static CodePointRegex From(JsonNode node)
+    public static CodePointRegex From(JsonAt node)
     {
         if (node.Opt("String") is { } s) return CodePointRegex.Literal(s.Str());
         if (node.Opt("Regex") is { } r)

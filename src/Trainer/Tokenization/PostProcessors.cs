@@ -15,7 +15,7 @@ internal static class PostProcessors
 {
     private const string Supported = "TemplateProcessing, ByteLevel, Sequence, BertProcessing, RobertaProcessing";
 
-    public static IPostProcessor? From(JsonNode? node)
+    public static IPostProcessor? From(JsonAt? node)
     {
         if (node is not { } n) return null;
         return n.TypeName switch
@@ -31,7 +31,7 @@ internal static class PostProcessors
 
     private sealed record Fixed(IReadOnlyList<int> Prefix, IReadOnlyList<int> Suffix) : IPostProcessor;
 
-    private static int Pair(JsonNode node)
+    private static int Pair(JsonAt node)
     {
         var parts = node.Items().ToArray();
         return parts.Length == 2 ? parts[1].Int() : throw node.Bad("expected [token, id]");
@@ -50,7 +50,7 @@ internal static class PostProcessors
     }
 
     /// <summary>The `single` template: special tokens before and after the one sequence "A".</summary>
-    private static Fixed Template(JsonNode n)
+    private static Fixed Template(JsonAt n)
     {
         var specials = new Dictionary<string, int[]>(StringComparer.Ordinal);
         foreach (var (name, value) in n.Get("special_tokens").Members())

@@ -11,7 +11,7 @@ internal static class PreTokenizers
 {
     private const string Supported = "Sequence, Split, ByteLevel, Metaspace, Digits, Whitespace, WhitespaceSplit";
 
-    public static IPreTokenizer? From(JsonNode? node)
+    public static IPreTokenizer? From(JsonAt? node)
     {
         if (node is not { } n) return null;
         return n.TypeName switch
@@ -28,7 +28,7 @@ internal static class PreTokenizers
         };
     }
 
-    private static SplitBehavior Behavior(JsonNode node) => node.Str() switch
+    private static SplitBehavior Behavior(JsonAt node) => node.Str() switch
     {
         "Removed" => SplitBehavior.Removed,
         "Isolated" => SplitBehavior.Isolated,
@@ -38,7 +38,7 @@ internal static class PreTokenizers
         var other => throw node.Bad($"unknown split behavior '{other}'"),
     };
 
-    private static MetaspacePre Metaspace(JsonNode n)
+    private static MetaspacePre Metaspace(JsonAt n)
     {
         string replacement = n.OptStr("replacement") ?? n.OptStr("str_rep") ?? "\u2581";
         var scheme = n.OptStr("prepend_scheme") switch

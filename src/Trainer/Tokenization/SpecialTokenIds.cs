@@ -18,10 +18,10 @@ internal static class SpecialTokenIds
         string tokenizerFile, Func<string, int?> tokenToId, IPostProcessor? post, AddedTokens added)
     {
         string configFile = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(tokenizerFile)) ?? ".", "tokenizer_config.json");
-        JsonDocument? config = File.Exists(configFile) ? JsonNode.ParseFile(configFile) : null;
+        JsonDocument? config = File.Exists(configFile) ? JsonAt.ParseFile(configFile) : null;
         using (config)
         {
-            JsonNode? root = config is null ? null : new JsonNode(config.RootElement, configFile, "");
+            JsonAt? root = config is null ? null : new JsonAt(config.RootElement, configFile, "");
             int? bos = FromConfig(root, "bos_token", tokenToId, out bool hasBos);
             int? eos = FromConfig(root, "eos_token", tokenToId, out bool hasEos);
             int? pad = FromConfig(root, "pad_token", tokenToId, out bool hasPad);
@@ -32,7 +32,7 @@ internal static class SpecialTokenIds
         }
     }
 
-    private static int? FromConfig(JsonNode? root, string key, Func<string, int?> tokenToId, out bool present)
+    private static int? FromConfig(JsonAt? root, string key, Func<string, int?> tokenToId, out bool present)
     {
         present = false;
         if (root is not { } r || r.Kind != JsonValueKind.Object || !r.Element.TryGetProperty(key, out _)) return null;

@@ -7,22 +7,22 @@ namespace MixLoRA.Trainer.Tokenization;
 /// A JSON value of a tokenizer file together with the file name and its key path, so that every
 /// lookup that fails can say which file and which key is wrong.
 /// </summary>
-internal readonly record struct JsonNode(JsonElement Element, string File, string Path)
+internal readonly record struct JsonAt(JsonElement Element, string File, string Path)
 {
     public JsonValueKind Kind => Element.ValueKind;
 
     public bool IsNull => Element.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined;
 
     /// <summary>The member <paramref name="key"/>, or null when it is absent or JSON null.</summary>
-    public JsonNode? Opt(string key)
+    public JsonAt? Opt(string key)
     {
         if (Element.ValueKind != JsonValueKind.Object || !Element.TryGetProperty(key, out var v)) return null;
         if (v.ValueKind == JsonValueKind.Null) return null;
-        return new JsonNode(v, File, Path.Length == 0 ? key : $"{Path}.{key}");
+        return new JsonAt(v, File, Path.Length == 0 ? key : $"{Path}.{key}");
     }
 
     /// <summary>The member <paramref name="key"/>, which must be present and not null.</summary>
-    public JsonNode Get(string key)
+    public JsonAt Get(string key)
     {
         if (Element.ValueKind != JsonValueKind.Object)
             throw Bad($"expected an object, found {Element.ValueKind}");
@@ -53,19 +53,19 @@ internal readonly record struct JsonNode(JsonElement Element, string File, strin
 
     public bool OptBool(string key, bool fallback) => Opt(key)?.Bool() ?? fallback;
 
-    public IEnumerable<JsonNode> Items()
+    public IEnumerable<JsonAt> Items()
     {
         if (Element.ValueKind != JsonValueKind.Array) throw Bad($"expected an array, found {Element.ValueKind}");
         int i = 0;
         foreach (var item in Element.EnumerateArray())
-            yield return new JsonNode(item, File, $"{Path}[{i++}]");
+            yield return new JsonAt(item, File, $"{Path}[{i++}]");
     }
 
-    public IEnumerable<(string Name, JsonNode Value)> Members()
+    public IEnumerable<(string Name, JsonAt Value)> Members()
     {
         if (Element.ValueKind != JsonValueKind.Object) throw Bad($"expected an object, found {Element.ValueKind}");
         foreach (var p in Element.EnumerateObject())
-            yield return (p.Name, new JsonNode(p.Value, File, Path.Length == 0 ? p.Name : $"{Path}.{p.Name}"));
+            yield return (p.Name, new JsonAt(p.Value, File, Path.Length == 0 ? p.Name : $"{Path}.{p.Name}"));
     }
 
     /// <summary>The "type" member of a component (normalizer, pre-tokenizer, ...).</summary>
