@@ -26,6 +26,7 @@ internal sealed class BpeModel
     private readonly int? _unkId;
     private readonly BpeOptions _options;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+    private int _cached;
 
     private BpeModel(Dictionary<string, int> vocab, Dictionary<long, long> merges, BpeOptions options, int? unkId)
     {
@@ -55,7 +56,7 @@ internal sealed class BpeModel
         if (type != "BPE")
             throw Fail.InFile(model.File, "key 'model.type'", $"unsupported model type '{type}'",
                 "only BPE tokenizers (LLaMA, Mistral, Qwen, GPT-2 style) are supported");
-        if (model.Opt("dropout") is { } d && d.Element.GetDouble() > 0)
+        if (model.Opt("dropout") is { } d && (d.Kind != System.Text.Json.JsonValueKind.Number || d.Element.GetDouble() > 0))
             throw d.Bad($"BPE dropout {d.Element} is a training-time randomization and is not supported; set it to null");
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var (name, value) in model.Get("vocab").Members()) vocab[name] = value.Int();
@@ -117,7 +118,8 @@ internal sealed class BpeModel
             return;
         }
         var ids = MergeWord(word);
-        if (word.Length < MaxCachedWordLength && _cache.Count < CacheCapacity) _cache.TryAdd(word, ids);
+        if (word.Length < MaxCachedWordLength && Volatile.Read(ref _cached) < CacheCapacity && _cache.TryAdd(word, ids))
+            Interlocked.Increment(ref _cached);
         output.AddRange(ids);
     }
 

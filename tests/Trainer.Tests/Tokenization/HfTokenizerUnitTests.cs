@@ -163,3 +163,24 @@ public sealed class HfTokenizerUnitTests
         Assert.AreEqual((int?)8, withConfig.PadId);
     }
 }
+
+/// <summary>The older SentencePiece layout: Metaspace pre-tokenizer and decoder instead of Prepend/Replace normalizers.</summary>
+[TestClass]
+public sealed class MetaspaceTests
+{
+    [TestMethod]
+    [DataRow("first", new[] { 0, 1, 5, 3 })]
+    [DataRow("always", new[] { 0, 1, 5, 1 })]
+    public void PrependSchemeDecidesWhichPiecesGetTheMarker(string scheme, int[] expected)
+    {
+        using var t = new TinyTokenizer();
+        string[] vocab = ["\u2581a", "\u2581b", "a", "b", "\u2581"];
+        var pre = new JsonObject { ["type"] = "Metaspace", ["replacement"] = "\u2581", ["prepend_scheme"] = scheme, ["split"] = true };
+        var dec = new JsonObject { ["type"] = "Metaspace", ["replacement"] = "\u2581", ["prepend_scheme"] = scheme, ["split"] = true };
+        var tok = t.Load(TinyTokenizer.Bpe(vocab, ["\u2581 a", "\u2581 b"]), [TinyTokenizer.Added(5, "<m>")], preTokenizer: pre, decoder: dec);
+        // "a b<m>b": piece "a b" -> ▁a ▁b; after <m>, "b" is not at the start of the text, so "first" adds no ▁
+        var ids = tok.Encode("a b<m>b");
+        CollectionAssert.AreEqual(expected, ids.ToArray());
+        Assert.AreEqual(scheme == "first" ? "a b<m>b" : "a b<m> b", tok.Decode(ids));
+    }
+}
