@@ -7,6 +7,7 @@ public static class DataCommand
     public static readonly IReadOnlyDictionary<string, Func<string[], int>> Subcommands = new Dictionary<string, Func<string[], int>>
     {
         ["tokenize"] = DataTokenizeCommand.Run,
+        ["prepare"] = DataPrepareCommand.Run,
     };
 
     public static int Run(string[] args)
