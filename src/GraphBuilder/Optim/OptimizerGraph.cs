@@ -5,7 +5,7 @@ using MixLoRA.GraphBuilder.Ops;
 namespace MixLoRA.GraphBuilder.Optim;
 
 /// <summary>A trainable tensor of the optimizer graph: its (HF-style) name and static shape.</summary>
-public sealed record TrainableTensor(string Name, long[] Shape);
+public sealed record ParamSpec(string Name, long[] Shape);
 
 /// <summary>
 /// What the optimizer step does besides AdamW: optional gradient scaling by a run-time scalar
@@ -27,7 +27,7 @@ public static class OptimizerGraph
     public const string GradNormOutput = "grad_norm";
 
     /// <summary>The standalone optimizer-step graph for these tensors.</summary>
-    public static Graph Build(IReadOnlyList<TrainableTensor> tensors, OptimizerOptions o, string name = "optimizer_step")
+    public static Graph Build(IReadOnlyList<ParamSpec> tensors, OptimizerOptions o, string name = "optimizer_step")
     {
         var dup = tensors.GroupBy(t => t.Name).FirstOrDefault(g => g.Count() > 1);
         if (dup != null) throw Fail.Bug($"trainable tensor '{dup.Key}' listed twice");

@@ -11,7 +11,7 @@ namespace MixLoRA.GraphBuilder.Tests.Optim;
 [TestClass]
 public sealed class OptimizerGraphTests
 {
-    private static readonly TrainableTensor[] Tensors =
+    private static readonly ParamSpec[] Tensors =
     [
         new("model.layers.0.mlp.experts.0.lora_A.weight", [4, 6]),
         new("model.layers.0.mlp.experts.0.lora_B.weight", [6, 4]),

@@ -1,0 +1,64 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using MixLoRA.GraphBuilder;
+using MixLoRA.GraphBuilder.IO;
+
+namespace MixLoRA.Trainer.Training;
+
+/// <summary>A tensor in the IO contract: name, dtype, shape.</summary>
+public sealed record TensorSpec(string Name, string DType, long[] Shape);
+
+/// <summary>One graph file of the artifacts folder and its IO contract.</summary>
+public sealed record GraphSpec(string File, IReadOnlyList<TensorSpec> Inputs, IReadOnlyList<TensorSpec> Outputs);
+
+/// <summary>
+/// `manifest.json` of an artifacts folder: the model it was built for (path + fingerprint), the adapter
+/// (config + initial weights in `adapter_init/`), static shapes, dtypes, and the graphs with their IO.
+/// </summary>
+public sealed record Manifest
+{
+    public const string FileName = "manifest.json";
+    public const string CurrentFormat = "mixlora-artifacts/1";
+
+    public string Format { get; init; } = CurrentFormat;
+    public required string ModelPath { get; init; }
+    public required string ModelFingerprint { get; init; }
+    public required string ModelType { get; init; }
+    public required int MicroBatchSize { get; init; }
+    public required int SeqLen { get; init; }
+    public required string WeightDType { get; init; }
+    public required string ComputeDType { get; init; }
+    public required string Device { get; init; }
+    public required bool Accumulate { get; init; }
+    public string AdapterDir { get; init; } = "adapter_init";
+    public required IReadOnlyDictionary<string, GraphSpec> Graphs { get; init; }
+    public required IReadOnlyList<TensorSpec> Trainable { get; init; }
+    public required IReadOnlyList<TensorSpec> Weights { get; init; }
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    public void Save(string dir) => AtomicFile.WriteAllText(Path.Combine(dir, FileName), JsonSerializer.Serialize(this, Json));
+
+    public static Manifest Load(string dir)
+    {
+        var path = Path.Combine(dir, FileName);
+        if (!Directory.Exists(dir)) throw Fail.User($"artifacts folder {dir} does not exist", "run bin/mixlora-build-graph --out DIR first");
+        if (!File.Exists(path)) throw Fail.User($"{dir} has no {FileName}", "point --artifacts at a folder written by bin/mixlora-build-graph");
+        Manifest? m;
+        try
+        {
+            m = JsonSerializer.Deserialize<Manifest>(File.ReadAllText(path), Json);
+        }
+        catch (JsonException e)
+        {
+            throw Fail.InFile(path, $"line {e.LineNumber + 1}", "not a valid manifest", $"rebuild the artifacts ({e.Message})");
+        }
+        if (m is null || m.Format != CurrentFormat) throw Fail.InFile(path, "key 'format'", $"expected {CurrentFormat}", "rebuild the artifacts with this version");
+        return m;
+    }
+}

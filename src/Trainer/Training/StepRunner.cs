@@ -1,0 +1,137 @@
+using Microsoft.ML.OnnxRuntime;
+using MixLoRA.GraphBuilder.Adapters;
+using MixLoRA.GraphBuilder.Graphs;
+using MixLoRA.GraphBuilder.IO;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Onnx;
+using MixLoRA.GraphBuilder.Optim;
+using TrainableTensor = MixLoRA.GraphBuilder.Adapters.TrainableTensor;
+using MixLoRA.Trainer.Data;
+using MixLoRA.Trainer.Model;
+using MixLoRA.Trainer.Runtime;
+
+namespace MixLoRA.Trainer.Training;
+
+/// <summary>What one optimizer step measured (means over its micro-batches).</summary>
+public sealed record StepResult(double Loss, double LmLoss, double AuxLoss, double GradNorm, long Tokens, double[,]? RouterLoad);
+
+/// <summary>
+/// Runs optimizer steps on the device: micro-batches through `grad_step` / `grad_accum_step` (gradients
+/// accumulate in device buffers), then the optimizer graph (clip + AdamW) into the second buffers, then
+/// a swap. Frozen weights are uploaded once and bound by name on every run.
+/// </summary>
+public sealed class StepRunner : IDisposable
+{
+    private readonly OrtRuntime _rt;
+    private readonly string _dir;
+    private readonly BoundSession _grad;
+    private readonly Lazy<BoundSession> _gradAcc, _eval;
+    private readonly BoundSession _opt;
+    private readonly DeviceTensors _store;
+    private readonly Dictionary<string, OrtValue> _weights = new(StringComparer.Ordinal);
+    private readonly HostScalars _io;
+
+    public StepRunner(OrtRuntime rt, Manifest manifest, string artifactsDir, OptimizerOptions optimizer, AdapterWeights init, AdapterWeights? m = null, AdapterWeights? v = null)
+    {
+        (_rt, _dir, Manifest) = (rt, artifactsDir, manifest);
+        _grad = Open("grad_step");
+        _gradAcc = new(() => Open("grad_accum_step"));
+        _eval = new(() => Open("eval_step"));
+        var tensors = manifest.Trainable.Select(t => new ParamSpec(t.Name, t.Shape)).ToArray();
+        _opt = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.Build(tensors, optimizer with { GradScaleInput = true })));
+        _store = new DeviceTensors(rt, _grad.Session);
+        UploadWeights();
+        var trainable = manifest.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();
+        State = new TrainState(_store, trainable);
+        State.Load(init, m, v);
+        _io = new HostScalars(manifest);
+    }
+
+    public Manifest Manifest { get; }
+    public TrainState State { get; }
+    public long DeviceBytes => _store.BytesAllocated;
+
+    private BoundSession Open(string name) => new(_rt, File.ReadAllBytes(Path.Combine(_dir, Manifest.Graphs[name].File)));
+
+    private void UploadWeights()
+    {
+        using var model = new SafetensorsModel(Manifest.ModelPath);
+        var declared = Manifest.Weights.ToDictionary(w => w.Name, w => new Value(w.Name, DTypes.Parse(w.DType), Shape.Of(w.Shape)));
+        WeightLoader.Validate(model, declared);
+        foreach (var (key, v) in declared) _weights[key] = _store.Upload(WeightLoader.Load(model, key, v.DType));
+    }
+
+    /// <summary>One optimizer step over the given micro-batches (step is 1-based, as AdamW's t).</summary>
+    public StepResult Step(IReadOnlyList<Batch> micro, long step, double lr)
+    {
+        var sums = new double[4];
+        double[,]? load = null;
+        for (var i = 0; i < micro.Count; i++)
+        {
+            var session = i == 0 ? _grad : _gradAcc.Value;
+            var (inputs, outputs, dispose) = Feeds(micro[i], training: true);
+            foreach (var t in State.Trainable)
+            {
+                if (i > 0) inputs[TrainGraphs.AccName(t.Key)] = State.Grads[t.Key].Current;
+                outputs[AdamW.GradName(t.Key)] = State.Grads[t.Key].Next;
+            }
+            session.Run(inputs, outputs);
+            foreach (var d in dispose) d.Dispose();
+            foreach (var t in State.Trainable) State.Grads[t.Key].Swap();
+            _io.Accumulate(sums, ref load);
+        }
+        _io.SetOptimizer(step, lr, 1.0 / micro.Count);
+        var optIn = new Dictionary<string, OrtValue>(_io.OptimizerInputs);
+        var optOut = new Dictionary<string, OrtValue>(_io.OptimizerOutputs);
+        State.BindOptimizer(optIn, optOut);
+        _opt.Run(optIn, optOut);
+        State.SwapAfterOptimizer();
+        var n = micro.Count;
+        if (load != null) for (var l = 0; l < load.GetLength(0); l++) for (var e = 0; e < load.GetLength(1); e++) load[l, e] /= n;
+        return new StepResult(sums[0] / n, sums[1] / n, sums[2] / n, _io.GradNorm, micro.Sum(b => b.AttentionMask.Sum()), load);
+    }
+
+    /// <summary>Token-weighted mean losses over the batches, with training off (no dropout).</summary>
+    public (double Loss, double LmLoss, long Tokens) Eval(IEnumerable<Batch> batches)
+    {
+        double lm = 0, loss = 0, tokens = 0;
+        foreach (var b in batches)
+        {
+            var (inputs, outputs, dispose) = Feeds(b, training: false);
+            foreach (var t in State.Trainable) inputs[t.Key] = State.Params[t.Key].Current;
+            outputs[TrainGraphs.Logits] = _io.Scratch(_eval.Value, TrainGraphs.Logits);
+            _eval.Value.Run(inputs, outputs);
+            foreach (var d in dispose) d.Dispose();
+            var valid = _io.Value(TrainGraphs.ValidTokens);
+            (lm, loss, tokens) = (lm + (_io.Value(TrainGraphs.LmLoss) * valid), loss + (_io.Value(TrainGraphs.Loss) * valid), tokens + valid);
+        }
+        return tokens == 0 ? (0, 0, 0) : (loss / tokens, lm / tokens, (long)tokens);
+    }
+
+    private (Dictionary<string, OrtValue> In, Dictionary<string, OrtValue> Out, List<OrtValue> Dispose) Feeds(Batch b, bool training)
+    {
+        var inputs = new Dictionary<string, OrtValue>(_weights, StringComparer.Ordinal);
+        foreach (var t in State.Trainable) inputs[t.Key] = State.Params[t.Key].Current;
+        long[] shape = [b.B, b.T];
+        var owned = new List<OrtValue>
+        {
+            OrtValue.CreateTensorValueFromMemory(b.InputIds, shape),
+            OrtValue.CreateTensorValueFromMemory(b.AttentionMask, shape),
+            OrtValue.CreateTensorValueFromMemory(b.Labels, shape),
+        };
+        (inputs["input_ids"], inputs["attention_mask"], inputs[TrainGraphs.Labels]) = (owned[0], owned[1], owned[2]);
+        inputs[TrainGraphs.Training] = training ? _io.True : _io.False;
+        var outputs = new Dictionary<string, OrtValue>(_io.StepOutputs, StringComparer.Ordinal);
+        return (inputs, outputs, owned);
+    }
+
+    public void Dispose()
+    {
+        _grad.Dispose();
+        if (_gradAcc.IsValueCreated) _gradAcc.Value.Dispose();
+        if (_eval.IsValueCreated) _eval.Value.Dispose();
+        _opt.Dispose();
+        _io.Dispose();
+        _store.Dispose();
+    }
+}

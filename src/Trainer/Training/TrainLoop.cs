@@ -1,0 +1,148 @@
+using System.Diagnostics;
+using MixLoRA.GraphBuilder;
+using MixLoRA.GraphBuilder.Adapters;
+using MixLoRA.GraphBuilder.Models;
+using MixLoRA.GraphBuilder.Optim;
+using MixLoRA.Trainer.Data;
+using MixLoRA.Trainer.Runtime;
+using MixLoRA.Trainer.Tokenization;
+
+namespace MixLoRA.Trainer.Training;
+
+/// <summary>What a finished (or stopped) run reports.</summary>
+public sealed record TrainSummary(long Steps, double FirstLoss, double LastLoss, string AdapterDir, string? LastCheckpoint, double Seconds, long Tokens);
+
+/// <summary>
+/// `mixlora-train`: data → micro-batches → <see cref="StepRunner"/> steps, with the LR schedule, metrics,
+/// checkpoints every --save-steps and at the end, exact resume, eval, and a stop on a non-finite loss.
+/// </summary>
+public static class TrainLoop
+{
+    public static TrainSummary Run(TrainOptions o, TextWriter? log = null)
+    {
+        log ??= o.Quiet ? TextWriter.Null : Console.Out;
+        var manifest = Manifest.Load(o.Artifacts);
+        CheckModel(manifest, o.Artifacts);
+        var micro = o.MicroBatchSize ?? manifest.MicroBatchSize;
+        Fail.If(micro != manifest.MicroBatchSize, $"--micro-batch-size {micro} but the graphs were built for {manifest.MicroBatchSize}", $"rebuild with --micro-batch-size {micro} or drop the flag");
+        Fail.If(o.BatchSize < micro || o.BatchSize % micro != 0, $"--batch-size {o.BatchSize} is not a multiple of the micro-batch size {micro}", "use a multiple of --micro-batch-size");
+        var examples = LoadData(o, o.Data, manifest);
+        Fail.If(examples.Count == 0, "the training data has no records", "check the --data files");
+        var total = o.Steps ?? (long)Math.Ceiling(examples.Count * (o.Epochs ?? 1) / o.BatchSize);
+        Fail.If(total < 1, $"--steps {total} must be positive", "use --steps N or --epochs N");
+        var adapterCfg = AdapterConfig.Load(Path.Combine(o.Artifacts, manifest.AdapterDir));
+        var schedule = new LrSchedule(LrSchedule.ParseKind(o.LrScheduler), o.Lr, o.WarmupSteps, total);
+        var (start, position, init, m, v) = StartingPoint(o, manifest);
+        var optimizer = new OptimizerOptions(new AdamWOptions(WeightDecay: o.WeightDecay), o.MaxGradNorm);
+        using var runner = new StepRunner(OrtRuntime.For(o.Device), manifest, o.Artifacts, optimizer, init, m, v);
+        var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, PadId(manifest), manifest.SeqLen, o.Shuffle, o.GroupByLength), position);
+        var evalData = o.EvalData.Count > 0 ? LoadData(o, o.EvalData, manifest) : null;
+        var eval = evalData is null ? null : new BatchStream(evalData, new BatchOptions(micro, micro, PadId(manifest), manifest.SeqLen), DataPosition.Start(0));
+        log.WriteLine($"training {examples.Count} records, {total} steps of {o.BatchSize} (micro-batch {micro}, seq {manifest.SeqLen}) on {o.Device.ToString().ToLowerInvariant()}{(start > 0 ? $", resuming at step {start}" : "")}");
+        Directory.CreateDirectory(o.Out);
+        using var metrics = new Metrics(o.Out, start, total, o.Quiet);
+        var ctx = new RunContext(o, runner, stream, schedule, adapterCfg, metrics, eval, total);
+        return Loop(ctx, start, log);
+    }
+
+    private sealed record RunContext(TrainOptions O, StepRunner Runner, BatchStream Stream, LrSchedule Schedule, AdapterConfig Adapter, Metrics Metrics, BatchStream? Eval, long Total);
+
+    private static TrainSummary Loop(RunContext c, long start, TextWriter log)
+    {
+        var clock = Stopwatch.StartNew();
+        double first = double.NaN, last = double.NaN;
+        long tokens = 0;
+        string? checkpoint = null;
+        var end = c.O.StopAfter is { } stop ? Math.Min(c.Total, start + stop) : c.Total;
+        for (var step = start; step < end; step++)
+        {
+            var lr = c.Schedule.At((int)step);
+            var t0 = clock.Elapsed.TotalSeconds;
+            var r = c.Runner.Step(c.Stream.NextStep(), step + 1, lr);
+            if (!double.IsFinite(r.Loss))
+            {
+                c.Metrics.Finish();
+                var keep = Checkpoints.Latest(c.O.Out);
+                throw Fail.User($"the loss became {r.Loss} at step {step}", keep != null ? $"training stopped; the last good checkpoint is {keep} (lower --lr or set --max-grad-norm)" : "training stopped; lower --lr or set --max-grad-norm");
+            }
+            (first, last, tokens) = (double.IsNaN(first) ? r.Loss : first, r.Loss, tokens + r.Tokens);
+            c.Metrics.Step(step, r, lr, clock.Elapsed.TotalSeconds - t0);
+            var done = step + 1;
+            if (c.O.SaveSteps > 0 && done % c.O.SaveSteps == 0 && done < c.Total) checkpoint = Save(c, done);
+            if (c.Eval != null && c.O.EvalSteps > 0 && done % c.O.EvalSteps == 0) RunEval(c, step);
+        }
+        if (c.Eval != null) RunEval(c, end - 1);
+        c.Metrics.Finish();
+        checkpoint = Save(c, end);
+        var adapterDir = Path.Combine(c.O.Out, "adapter");
+        if (end == c.Total) AdapterStore.Save(adapterDir, c.Adapter, c.Runner.State.Download(c.Runner.State.Params));
+        var summary = new TrainSummary(end - start, first, last, adapterDir, checkpoint, clock.Elapsed.TotalSeconds, tokens);
+        log.WriteLine($"done: {summary.Steps} steps in {summary.Seconds:F1}s, loss {first:F4} → {last:F4}; adapter: {(end == c.Total ? adapterDir : "(not finished)")}; checkpoint: {checkpoint}");
+        return summary;
+    }
+
+    private static void RunEval(RunContext c, long step)
+    {
+        // every eval record once; the last micro-batch is topped up with records from the start
+        var mb = c.Runner.Manifest.MicroBatchSize;
+        var n = c.Eval!.Count;
+        var batches = Enumerable.Range(0, (n + mb - 1) / mb).Select(i => c.Eval.Pad(Enumerable.Range(i * mb, mb).Select(k => k % n).ToArray()));
+        var (loss, lm, _) = c.Runner.Eval(batches);
+        c.Metrics.Eval(step, loss, lm);
+    }
+
+    private static string Save(RunContext c, long done)
+    {
+        var s = c.Runner.State;
+        var info = new CheckpointInfo(done, c.Stream.Position.ToJson(), c.O.Seed, c.O.LrScheduler, c.O.Lr, c.O.WarmupSteps, c.Total);
+        return Checkpoints.Save(c.O.Out, info, c.Adapter, s.Download(s.Params), s.Download(s.M), s.Download(s.V));
+    }
+
+    private static (long Start, DataPosition Position, AdapterWeights Init, AdapterWeights? M, AdapterWeights? V) StartingPoint(TrainOptions o, Manifest manifest)
+    {
+        if (o.Resume && Checkpoints.Latest(o.Out) is { } dir)
+        {
+            var (info, p, m, v) = Checkpoints.Load(dir);
+            return (info.Step, Checkpoints.Position(info), p, m, v);
+        }
+        Fail.If(o.Resume, $"--resume: {o.Out} has no checkpoint", "start without --resume, or point --out at an earlier run");
+        var trainable = manifest.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();
+        return (0, DataPosition.Start(o.Seed), AdapterStore.CheckedLoad(Path.Combine(o.Artifacts, manifest.AdapterDir), trainable), null, null);
+    }
+
+    private static IReadOnlyList<Example> LoadData(TrainOptions o, IReadOnlyList<DataSource> sources, Manifest manifest)
+    {
+        var spec = new DatasetSpec(sources)
+        {
+            CutoffLen = o.CutoffLen,
+            TrainOnInputs = o.TrainOnInputs,
+            MaxSequenceLength = manifest.SeqLen,
+            Template = o.Template == "plain" ? InstructionTemplate.Plain : InstructionTemplate.Alpaca,
+        };
+        var tokenizer = new LazyTokenizer(() => o.Tokenizer is { } t
+            ? (File.Exists(t) ? HfTokenizer.Load(t) : HfTokenizer.FromDirectory(t))
+            : HfTokenizer.FromDirectory(manifest.ModelPath));
+        return DatasetLoader.Load(spec, tokenizer);
+    }
+
+    private static int PadId(Manifest m) => ModelConfig.Load(m.ModelPath).PadTokenId ?? 0;
+
+    private static void CheckModel(Manifest m, string artifacts)
+    {
+        if (!Directory.Exists(m.ModelPath)) throw Fail.User($"the model folder {m.ModelPath} named in {artifacts}/manifest.json is gone", "rebuild the artifacts with --model pointing at the model");
+        var now = ModelConfig.Fingerprint(m.ModelPath);
+        if (now != m.ModelFingerprint) throw Fail.User($"{m.ModelPath} changed since the artifacts in {artifacts} were built (fingerprint mismatch)", "rebuild them with bin/mixlora-build-graph");
+    }
+}
+
+/// <summary>Loads the tokenizer only if some data needs it (pre-tokenized files do not).</summary>
+internal sealed class LazyTokenizer(Func<ITokenizer> load) : ITokenizer
+{
+    private readonly Lazy<ITokenizer> _t = new(load);
+    public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = true) => _t.Value.Encode(text, addSpecialTokens);
+    public string Decode(IReadOnlyList<int> ids, bool skipSpecialTokens = false) => _t.Value.Decode(ids, skipSpecialTokens);
+    public int VocabSize => _t.Value.VocabSize;
+    public int? BosId => _t.Value.BosId;
+    public int? EosId => _t.Value.EosId;
+    public int? PadId => _t.Value.PadId;
+}
