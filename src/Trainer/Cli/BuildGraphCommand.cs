@@ -28,6 +28,6 @@ public static class BuildGraphCommand
             Console.WriteLine($"wrote {o.OutDir}/manifest.json: {m.Trainable.Count} trainable tensors ({m.Trainable.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b)):N0} parameters), {m.Weights.Count} frozen weights");
             return 0;
         });
-        return command.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        return CliHost.Invoke(command, args);
     }
 }

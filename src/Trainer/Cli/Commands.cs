@@ -3,6 +3,8 @@ namespace MixLoRA.Trainer.Cli;
 /// <summary>Entry point of the trainer executable: `MixLoRA.Trainer COMMAND ...` (bin/mixlora-COMMAND).</summary>
 public static class Commands
 {
+    static Commands() => Demo.DemoCommand.Install();
+
     public static int Run(string[] args)
     {
         if (args.Length == 0 || args[0] is "-h" or "--help")

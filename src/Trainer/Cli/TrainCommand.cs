@@ -8,7 +8,7 @@ namespace MixLoRA.Trainer.Cli;
 /// <summary>`mixlora-train`: trains an adapter from an artifacts folder (or the embedded demo).</summary>
 public static class TrainCommand
 {
-    /// <summary>Runs the embedded demo when neither --artifacts nor --data is given.</summary>
+    /// <summary>Runs the embedded demo when --artifacts is not given (installed by <see cref="Demo.DemoCommand.Install"/>).</summary>
     public static Func<string[], int>? Demo { get; set; }
 
     public static int Run(string[] args)
@@ -39,10 +39,11 @@ public static class TrainCommand
         var evalData = new Option<string[]>("--eval-data") { Description = "evaluation data", Arity = ArgumentArity.ZeroOrMore };
         var evalSteps = new Option<int>("--eval-steps") { DefaultValueFactory = _ => 0, Description = "evaluate every N steps (and at the end)" };
         var quiet = new Option<bool>("--quiet") { Description = "no progress output" };
+        var saveBin = new Option<bool>("--save-bin") { Description = "also write OUT/adapter/adapter_model.bin (the reference's torch format)" };
         var command = new RootCommand("mixlora-train: train a MixLoRA / LoRA adapter")
         {
             artifacts, data, output, batch, micro, steps, epochs, lr, wd, sched, warmup, clip, noShuffle, group, seed, device, save, resume,
-            tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet,
+            tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin,
         };
         command.SetAction(p =>
         {
@@ -55,10 +56,11 @@ public static class TrainCommand
                 Device = OrtRuntime.ParseDevice(p.GetValue(device)!), SaveSteps = p.GetValue(save), Resume = p.GetValue(resume),
                 Tokenizer = p.GetValue(tokenizer), CutoffLen = p.GetValue(cutoff), TrainOnInputs = p.GetValue(inputs), Template = p.GetValue(template)!,
                 EvalData = (p.GetValue(evalData) ?? []).Select(DataSource.Parse).ToArray(), EvalSteps = p.GetValue(evalSteps), Quiet = p.GetValue(quiet),
+                SaveBin = p.GetValue(saveBin),
             };
             TrainLoop.Run(o);
             return 0;
         });
-        return command.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        return CliHost.Invoke(command, args);
     }
 }

@@ -34,10 +34,11 @@ public static class AdapterStore
         return w;
     }
 
-    public static void Save(string dir, AdapterConfig cfg, AdapterWeights weights)
+    /// <summary>Writes adapter_config.json and the weights (safetensors, and/or the reference's adapter_model.bin).</summary>
+    public static void Save(string dir, AdapterConfig cfg, AdapterWeights weights, AdapterWeightFormats formats = AdapterWeightFormats.Safetensors)
     {
         Directory.CreateDirectory(dir);
-        weights.Save(dir);
+        weights.Save(dir, formats);
         cfg.Save(dir);
     }
 }

@@ -18,12 +18,16 @@ public sealed class Metrics : IDisposable
 
     public Metrics(string outDir, long firstStep, long totalSteps, bool quiet)
     {
-        var path = Path.Combine(outDir, "metrics.jsonl");
+        var path = System.IO.Path.Combine(outDir, "metrics.jsonl");
+        Path = path;
         KeepLinesBefore(path, firstStep);
         _file = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read));
         (_firstStep, _total, _quiet) = (firstStep, totalSteps, quiet);
         _tty = !Console.IsOutputRedirected;
     }
+
+    /// <summary>The metrics.jsonl file.</summary>
+    public string Path { get; }
 
     public void Step(long step, StepResult r, double lr, double stepSeconds)
     {
@@ -78,7 +82,7 @@ public sealed class Metrics : IDisposable
             using var d = JsonDocument.Parse(l);
             return d.RootElement.GetProperty("step").GetInt64() < step;
         }).ToArray();
-        File.WriteAllLines(path, keep);
+        MixLoRA.GraphBuilder.IO.AtomicFile.WriteAllText(path, keep.Length == 0 ? "" : string.Join("\n", keep) + "\n");
     }
 
     public void Dispose() => _file.Dispose();

@@ -9,8 +9,16 @@ using MixLoRA.Trainer.Tokenization;
 
 namespace MixLoRA.Trainer.Training;
 
-/// <summary>What a finished (or stopped) run reports.</summary>
-public sealed record TrainSummary(long Steps, double FirstLoss, double LastLoss, string AdapterDir, string? LastCheckpoint, double Seconds, long Tokens);
+/// <summary>
+/// What a finished (or stopped) run reports: steps run by this call, first and last loss, where the adapter
+/// (null when the run stopped early), the last checkpoint and metrics.jsonl are, time, tokens and the
+/// per-layer router load of the last step ([layer, expert], null for plain LoRA).
+/// </summary>
+public sealed record TrainSummary(long Steps, double FirstLoss, double LastLoss, string? AdapterDir, string? LastCheckpoint, double Seconds, long Tokens,
+    string MetricsPath = "", long FinalStep = 0, long TotalSteps = 0, double[,]? RouterLoad = null)
+{
+    public double TokensPerSecond => Tokens / Math.Max(Seconds, 1e-9);
+}
 
 /// <summary>
 /// `mixlora-train`: data → micro-batches → <see cref="StepRunner"/> steps, with the LR schedule, metrics,
@@ -21,6 +29,7 @@ public static class TrainLoop
     public static TrainSummary Run(TrainOptions o, TextWriter? log = null)
     {
         log ??= o.Quiet ? TextWriter.Null : Console.Out;
+        o.Validate();
         var manifest = Manifest.Load(o.Artifacts);
         CheckModel(manifest, o.Artifacts);
         var micro = o.MicroBatchSize ?? manifest.MicroBatchSize;
@@ -32,7 +41,7 @@ public static class TrainLoop
         Fail.If(total < 1, $"--steps {total} must be positive", "use --steps N or --epochs N");
         var adapterCfg = AdapterConfig.Load(Path.Combine(o.Artifacts, manifest.AdapterDir));
         var schedule = new LrSchedule(LrSchedule.ParseKind(o.LrScheduler), o.Lr, o.WarmupSteps, total);
-        var (start, position, init, m, v) = StartingPoint(o, manifest);
+        var (start, position, init, m, v) = StartingPoint(o, manifest, total, log);
         var optimizer = new OptimizerOptions(new AdamWOptions(WeightDecay: o.WeightDecay), o.MaxGradNorm);
         using var runner = new StepRunner(OrtRuntime.For(o.Device), manifest, o.Artifacts, optimizer, init, m, v);
         var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, PadId(manifest), manifest.SeqLen, o.Shuffle, o.GroupByLength), position);
@@ -51,34 +60,50 @@ public static class TrainLoop
     {
         var clock = Stopwatch.StartNew();
         double first = double.NaN, last = double.NaN;
-        long tokens = 0;
+        long tokens = 0, evaluated = -1;
         string? checkpoint = null;
+        double[,]? load = null;
         var end = c.O.StopAfter is { } stop ? Math.Min(c.Total, start + stop) : c.Total;
         for (var step = start; step < end; step++)
         {
             var lr = c.Schedule.At((int)step);
             var t0 = clock.Elapsed.TotalSeconds;
             var r = c.Runner.Step(c.Stream.NextStep(), step + 1, lr);
-            if (!double.IsFinite(r.Loss))
-            {
-                c.Metrics.Finish();
-                var keep = Checkpoints.Latest(c.O.Out);
-                throw Fail.User($"the loss became {r.Loss} at step {step}", keep != null ? $"training stopped; the last good checkpoint is {keep} (lower --lr or set --max-grad-norm)" : "training stopped; lower --lr or set --max-grad-norm");
-            }
-            (first, last, tokens) = (double.IsNaN(first) ? r.Loss : first, r.Loss, tokens + r.Tokens);
+            if (!double.IsFinite(r.Loss) || !double.IsFinite(r.GradNorm)) StopNonFinite(c, step, r);
+            (first, last, tokens, load) = (double.IsNaN(first) ? r.Loss : first, r.Loss, tokens + r.Tokens, r.RouterLoad);
             c.Metrics.Step(step, r, lr, clock.Elapsed.TotalSeconds - t0);
             var done = step + 1;
-            if (c.O.SaveSteps > 0 && done % c.O.SaveSteps == 0 && done < c.Total) checkpoint = Save(c, done);
-            if (c.Eval != null && c.O.EvalSteps > 0 && done % c.O.EvalSteps == 0) RunEval(c, step);
+            if (c.O.SaveSteps > 0 && done % c.O.SaveSteps == 0 && done < end) checkpoint = Save(c, done);
+            if (c.Eval != null && c.O.EvalSteps > 0 && done % c.O.EvalSteps == 0)
+            {
+                RunEval(c, step);
+                evaluated = step;
+            }
         }
-        if (c.Eval != null) RunEval(c, end - 1);
+        if (c.Eval != null && evaluated != end - 1) RunEval(c, end - 1);
         c.Metrics.Finish();
         checkpoint = Save(c, end);
-        var adapterDir = Path.Combine(c.O.Out, "adapter");
-        if (end == c.Total) AdapterStore.Save(adapterDir, c.Adapter, c.Runner.State.Download(c.Runner.State.Params));
-        var summary = new TrainSummary(end - start, first, last, adapterDir, checkpoint, clock.Elapsed.TotalSeconds, tokens);
-        log.WriteLine($"done: {summary.Steps} steps in {summary.Seconds:F1}s, loss {first:F4} → {last:F4}; adapter: {(end == c.Total ? adapterDir : "(not finished)")}; checkpoint: {checkpoint}");
+        string? adapterDir = null;
+        if (end == c.Total)
+        {
+            adapterDir = Path.Combine(c.O.Out, "adapter");
+            var formats = c.O.SaveBin ? AdapterWeightFormats.Both : AdapterWeightFormats.Safetensors;
+            AdapterStore.Save(adapterDir, c.Adapter, c.Runner.State.Download(c.Runner.State.Params), formats);
+        }
+        var summary = new TrainSummary(end - start, first, last, adapterDir, checkpoint, clock.Elapsed.TotalSeconds, tokens,
+            c.Metrics.Path, end, c.Total, load);
+        TrainReport.Write(log, summary);
         return summary;
+    }
+
+    /// <summary>Stops on a non-finite loss or gradient: no checkpoint of this step, the last good one named.</summary>
+    private static void StopNonFinite(RunContext c, long step, StepResult r)
+    {
+        c.Metrics.Finish();
+        var what = !double.IsFinite(r.Loss) ? $"the loss became {r.Loss}" : $"the gradient norm became {r.GradNorm} (loss {r.Loss:G6})";
+        var keep = Checkpoints.Latest(c.O.Out);
+        var where = keep != null ? $"the last good checkpoint is {keep}" : "no checkpoint was saved before it (use --save-steps N to keep some)";
+        throw Fail.User($"{what} at step {step}; training stopped and {where}", "lower --lr or set --max-grad-norm, then start again (or --resume from the checkpoint)");
     }
 
     private static void RunEval(RunContext c, long step)
@@ -98,12 +123,23 @@ public static class TrainLoop
         return Checkpoints.Save(c.O.Out, info, c.Adapter, s.Download(s.Params), s.Download(s.M), s.Download(s.V));
     }
 
-    private static (long Start, DataPosition Position, AdapterWeights Init, AdapterWeights? M, AdapterWeights? V) StartingPoint(TrainOptions o, Manifest manifest)
+    private static (long Start, DataPosition Position, AdapterWeights Init, AdapterWeights? M, AdapterWeights? V) StartingPoint(
+        TrainOptions o, Manifest manifest, long total, TextWriter log)
     {
         if (o.Resume && Checkpoints.Latest(o.Out) is { } dir)
         {
             var (info, p, m, v) = Checkpoints.Load(dir);
-            return (info.Step, Checkpoints.Position(info), p, m, v);
+            var position = Checkpoints.Position(info);
+            Fail.If(o.Shuffle && position.Seed != o.Seed, $"--resume: the checkpoint {dir} was trained with --seed {position.Seed}, not {o.Seed}",
+                $"pass --seed {position.Seed} to continue the same data order");
+            Fail.If(info.Step > total, $"--resume: the checkpoint {dir} is at step {info.Step}, past the {total} steps asked for", "ask for more --steps");
+            var same = info.Lr == o.Lr && info.Schedule == o.LrScheduler && info.WarmupSteps == o.WarmupSteps && info.TotalSteps == total;
+            if (!same)
+            {
+                log.WriteLine($"note: the checkpoint's schedule was {info.Schedule} lr {info.Lr} warmup {info.WarmupSteps} over {info.TotalSteps} steps; "
+                    + $"continuing with {o.LrScheduler} lr {o.Lr} warmup {o.WarmupSteps} over {total} (not an exact continuation)");
+            }
+            return (info.Step, position, p, m, v);
         }
         Fail.If(o.Resume, $"--resume: {o.Out} has no checkpoint", "start without --resume, or point --out at an earlier run");
         var trainable = manifest.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();

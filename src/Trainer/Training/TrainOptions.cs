@@ -1,3 +1,4 @@
+using MixLoRA.GraphBuilder;
 using MixLoRA.Trainer.Data;
 using MixLoRA.Trainer.Runtime;
 
@@ -34,4 +35,23 @@ public sealed record TrainOptions
     /// <summary>Stop after this many optimizer steps of this run (tests of interrupted training).</summary>
     public int? StopAfter { get; init; }
     public bool Quiet { get; init; }
+    /// <summary>Also write `adapter_model.bin` (the reference's torch format) into OUT/adapter.</summary>
+    public bool SaveBin { get; init; }
+
+    /// <summary>Rejects flag values that cannot work, naming the flag, the value and what to use.</summary>
+    public void Validate()
+    {
+        Fail.If(Steps is < 1, $"--steps {Steps} must be positive", "use --steps 1 or more, or --epochs");
+        Fail.If(Epochs is { } e && !(e > 0), $"--epochs {Epochs} must be positive", "use e.g. --epochs 1 or --epochs 0.5");
+        Fail.If(BatchSize < 1, $"--batch-size {BatchSize} must be positive", "use --batch-size 1 or more");
+        Fail.If(MicroBatchSize is < 1, $"--micro-batch-size {MicroBatchSize} must be positive", "use the artifacts' micro-batch size (or leave the flag out)");
+        Fail.If(!(Lr > 0) || double.IsInfinity(Lr), $"--lr {Lr} must be a positive number", "use e.g. --lr 2e-4");
+        Fail.If(!(WeightDecay >= 0), $"--weight-decay {WeightDecay} must be zero or positive", "use e.g. --weight-decay 0.01");
+        Fail.If(WarmupSteps < 0, $"--warmup-steps {WarmupSteps} must be zero or positive", "use --warmup-steps 0 or more");
+        Fail.If(MaxGradNorm is { } g && !(g > 0), $"--max-grad-norm {MaxGradNorm} must be positive", "use e.g. --max-grad-norm 1.0, or leave it out for no clipping");
+        Fail.If(SaveSteps < 0, $"--save-steps {SaveSteps} must be zero or positive", "use 0 (only at the end) or a step count");
+        Fail.If(EvalSteps < 0, $"--eval-steps {EvalSteps} must be zero or positive", "use 0 (only at the end) or a step count");
+        Fail.If(EvalSteps > 0 && EvalData.Count == 0, $"--eval-steps {EvalSteps} without --eval-data", "pass --eval-data FILE too");
+        Fail.If(StopAfter is < 1, $"StopAfter {StopAfter} must be positive", "use 1 or more");
+    }
 }
