@@ -42,10 +42,20 @@ public static class CliHost
         var parsed = command.Parse(args);
         if (parsed.Errors.Count > 0 && !args.Contains("--help") && !args.Contains("-h"))
         {
-            foreach (var e in parsed.Errors) Console.Error.WriteLine($"error: {e.Message}");
+            foreach (var e in parsed.Errors) Console.Error.WriteLine($"error: {Readable(e.Message)}");
             Console.Error.WriteLine($"(run with --help for the options)");
             return 2;
         }
         return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+    }
+
+    /// <summary>System.CommandLine's "Cannot parse argument 'x' for option '--steps' as expected type 'System.Int32'" in plain words.</summary>
+    private static string Readable(string message)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(.*)' for option '(.*)' as expected type '(.*)'\.?$");
+        if (!m.Success) return message;
+        var type = m.Groups[3].Value;
+        var kind = type.Contains("Int", StringComparison.Ordinal) ? "an integer" : type.Contains("Double", StringComparison.Ordinal) ? "a number" : type.Contains("Boolean", StringComparison.Ordinal) ? "true or false" : "a valid value";
+        return $"{m.Groups[2].Value} '{m.Groups[1].Value}' is not {kind}";
     }
 }

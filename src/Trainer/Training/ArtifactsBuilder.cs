@@ -20,6 +20,7 @@ public static class ArtifactsBuilder
 {
     public static Manifest Build(BuildOptions o, TextWriter? log = null)
     {
+        if (!Directory.Exists(o.ModelDir)) throw Fail.User($"model folder '{o.ModelDir}' does not exist", "pass --model with a Hugging Face model folder (config.json + *.safetensors)");
         var cfg = ModelConfig.Load(o.ModelDir);
         var adapterCfg = AdapterConfig.Load(o.Adapter);
         Fail.If(o.SeqLen < 2, $"--seq-len {o.SeqLen} is too short", "use at least 2");

@@ -34,15 +34,15 @@ public static class Checkpoints
         return final;
     }
 
-    /// <summary>The newest complete checkpoint under OUT, or null.</summary>
-    public static string? Latest(string outDir)
+    /// <summary>The newest complete checkpoint under OUT (of step <paramref name="atMost"/> or earlier when given), or null.</summary>
+    public static string? Latest(string outDir, long atMost = long.MaxValue)
     {
         var root = Path.Combine(outDir, "checkpoints");
         if (!Directory.Exists(root)) return null;
         return Directory.GetDirectories(root, "step-*")
             .Where(d => !d.EndsWith(".tmp", StringComparison.Ordinal) && File.Exists(Path.Combine(d, "state.json")))
             .Select(d => (d, n: long.TryParse(Path.GetFileName(d)["step-".Length..], out var n) ? n : -1))
-            .Where(p => p.n >= 0).OrderBy(p => p.n).Select(p => p.d).LastOrDefault();
+            .Where(p => p.n >= 0 && p.n <= atMost).OrderBy(p => p.n).Select(p => p.d).LastOrDefault();
     }
 
     public static (CheckpointInfo Info, AdapterWeights Params, AdapterWeights M, AdapterWeights V) Load(string dir)

@@ -96,12 +96,17 @@ public static class TrainLoop
         return summary;
     }
 
-    /// <summary>Stops on a non-finite loss or gradient: no checkpoint of this step, the last good one named.</summary>
+    /// <summary>
+    /// Stops on a non-finite loss or gradient and names the last good checkpoint: `step-N` holds the weights
+    /// step N's loss was computed with, so after a non-finite loss at step N the good ones are those before N
+    /// (after a non-finite gradient with a finite loss, step-N itself is still good). Nothing is saved.
+    /// </summary>
     private static void StopNonFinite(RunContext c, long step, StepResult r)
     {
         c.Metrics.Finish();
-        var what = !double.IsFinite(r.Loss) ? $"the loss became {r.Loss}" : $"the gradient norm became {r.GradNorm} (loss {r.Loss:G6})";
-        var keep = Checkpoints.Latest(c.O.Out);
+        var lossBad = !double.IsFinite(r.Loss);
+        var what = lossBad ? $"the loss became {r.Loss}" : $"the gradient norm became {r.GradNorm} (loss {r.Loss:G6})";
+        var keep = Checkpoints.Latest(c.O.Out, lossBad ? step - 1 : step);
         var where = keep != null ? $"the last good checkpoint is {keep}" : "no checkpoint was saved before it (use --save-steps N to keep some)";
         throw Fail.User($"{what} at step {step}; training stopped and {where}", "lower --lr or set --max-grad-norm, then start again (or --resume from the checkpoint)");
     }
