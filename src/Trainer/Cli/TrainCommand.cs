@@ -40,7 +40,7 @@ public static class TrainCommand
         var evalSteps = new Option<int>("--eval-steps") { DefaultValueFactory = _ => 0, Description = "evaluate every N steps (and at the end)" };
         var quiet = new Option<bool>("--quiet") { Description = "no progress output" };
         var saveBin = new Option<bool>("--save-bin") { Description = "also write OUT/adapter/adapter_model.bin (the reference's torch format)" };
-        var command = new RootCommand("mixlora-train: train a MixLoRA / LoRA adapter")
+        var command = new RootCommand("mixlora-train: train a MixLoRA / LoRA adapter (without --artifacts: the embedded demo on a generated tiny model)")
         {
             artifacts, data, output, batch, micro, steps, epochs, lr, wd, sched, warmup, clip, noShuffle, group, seed, device, save, resume,
             tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin,

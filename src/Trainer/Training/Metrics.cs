@@ -73,16 +73,25 @@ public sealed class Metrics : IDisposable
         if (_tty && !_quiet) Console.WriteLine();
     }
 
-    /// <summary>On resume, drop lines of steps that will be re-run.</summary>
+    /// <summary>On resume, drop lines of steps that will be re-run (and a line cut short by a crash).</summary>
     private static void KeepLinesBefore(string path, long step)
     {
         if (!File.Exists(path)) return;
-        var keep = File.ReadAllLines(path).Where(l =>
-        {
-            using var d = JsonDocument.Parse(l);
-            return d.RootElement.GetProperty("step").GetInt64() < step;
-        }).ToArray();
+        var keep = File.ReadAllLines(path).Where(l => StepOf(l) is { } s && s < step).ToArray();
         MixLoRA.GraphBuilder.IO.AtomicFile.WriteAllText(path, keep.Length == 0 ? "" : string.Join("\n", keep) + "\n");
+    }
+
+    private static long? StepOf(string line)
+    {
+        try
+        {
+            using var d = JsonDocument.Parse(line);
+            return d.RootElement.TryGetProperty("step", out var s) && s.TryGetInt64(out var n) ? n : null;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
     }
 
     public void Dispose() => _file.Dispose();

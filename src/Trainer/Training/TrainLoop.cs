@@ -42,6 +42,8 @@ public static class TrainLoop
         var adapterCfg = AdapterConfig.Load(Path.Combine(o.Artifacts, manifest.AdapterDir));
         var schedule = new LrSchedule(LrSchedule.ParseKind(o.LrScheduler), o.Lr, o.WarmupSteps, total);
         var (start, position, init, m, v) = StartingPoint(o, manifest, total, log);
+        if (start > 0 && adapterCfg.LoraDropout > 0)
+            log.WriteLine($"note: lora_dropout {adapterCfg.LoraDropout} draws from ONNX Runtime's own random generator, so this resumed run is not bit-identical to an uninterrupted one");
         var optimizer = new OptimizerOptions(new AdamWOptions(WeightDecay: o.WeightDecay), o.MaxGradNorm);
         using var runner = new StepRunner(OrtRuntime.For(o.Device), manifest, o.Artifacts, optimizer, init, m, v);
         var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, PadId(manifest), manifest.SeqLen, o.Shuffle, o.GroupByLength), position);

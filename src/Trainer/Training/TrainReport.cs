@@ -13,7 +13,9 @@ public static class TrainReport
         var sb = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
         var status = s.FinalStep >= s.TotalSteps ? "done" : $"stopped at step {s.FinalStep} of {s.TotalSteps}";
-        sb.AppendLine(inv, $"{status}: {s.Steps} steps in {s.Seconds:F1}s, loss {s.FirstLoss:F4} → {s.LastLoss:F4}, {s.TokensPerSecond:F0} tokens/s");
+        sb.AppendLine(s.Steps == 0
+            ? $"{status}: no steps left to run (the checkpoint is at step {s.FinalStep})"
+            : string.Create(inv, $"{status}: {s.Steps} steps in {s.Seconds:F1}s, loss {s.FirstLoss:F4} → {s.LastLoss:F4}, {s.TokensPerSecond:F0} tokens/s"));
         sb.AppendLine(inv, $"  adapter:    {s.AdapterDir ?? "(not written: the run stopped before its last step; continue with --resume)"}");
         sb.AppendLine(inv, $"  checkpoint: {s.LastCheckpoint}");
         sb.AppendLine(inv, $"  metrics:    {s.MetricsPath}");

@@ -48,6 +48,7 @@ public sealed class ResumeTests
         Directory.Move(Path.Combine(checkpoints, "step-5"), Path.Combine(checkpoints, "step-5.tmp"));
         Assert.AreEqual(Path.Combine(checkpoints, "step-3"), Checkpoints.Latest(output));
         Assert.HasCount(5, TrainFixture.Losses(output), "metrics of steps 0..4 were written before the crash");
+        File.AppendAllText(Path.Combine(output, "metrics.jsonl"), "{\"step\": 5, \"lm_lo"); // and a line cut short
         Train(output, o => o with { Resume = true, SaveSteps = 3 });
         AssertSameRun(Uninterrupted.Value, output);
     }
