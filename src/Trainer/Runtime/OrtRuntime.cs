@@ -42,7 +42,8 @@ public sealed class OrtRuntime
         : new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
 
     /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>
-    public SessionOptions Options(bool profile = false)
+    /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only).</param>
+    public SessionOptions Options(bool profile = false, bool strict = false)
     {
         var o = new SessionOptions
         {
@@ -58,6 +59,7 @@ public sealed class OrtRuntime
                 ["arena_extend_strategy"] = "kSameAsRequested",
                 ["cudnn_conv_algo_search"] = "HEURISTIC",
             });
+            if (strict) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
         }
         return o;
     }
