@@ -42,8 +42,14 @@ public sealed class OrtRuntime
         : new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
 
     /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>
-    /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only).</param>
-    public SessionOptions Options(bool profile = false, bool strict = false)
+    /// <summary>
+    /// On CUDA, session creation fails when a node would silently fall back to the CPU, unless
+    /// MIXLORA_ALLOW_CPU_FALLBACK=1 (for diagnosis).
+    /// </summary>
+    public static bool StrictPlacement { get; } = Environment.GetEnvironmentVariable("MIXLORA_ALLOW_CPU_FALLBACK") != "1";
+
+    /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only; default <see cref="StrictPlacement"/>).</param>
+    public SessionOptions Options(bool profile = false, bool? strict = null)
     {
         var o = new SessionOptions
         {
@@ -59,7 +65,7 @@ public sealed class OrtRuntime
                 ["arena_extend_strategy"] = "kSameAsRequested",
                 ["cudnn_conv_algo_search"] = "HEURISTIC",
             });
-            if (strict) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
+            if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
         }
         return o;
     }
