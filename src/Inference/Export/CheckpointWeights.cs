@@ -1,0 +1,112 @@
+using MixLoRA.GraphBuilder;
+using MixLoRA.GraphBuilder.Building;
+using MixLoRA.GraphBuilder.IO;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Models;
+
+namespace MixLoRA.Inference.Export;
+
+/// <summary>
+/// Frozen weights as initializers read from the model's safetensors, in the export dtype. Tensors already in
+/// that dtype are views of the memory map; others are converted when the ONNX writer reads them; attention
+/// projections with a merged LoRA (<see cref="AttentionMerge"/>) are computed W + s·B·A in fp32 at that moment.
+/// </summary>
+public sealed class CheckpointWeights(SafetensorsModel model, DType dtype, AttentionMerge? merge = null) : IWeightSource
+{
+    private readonly Dictionary<string, Value> _declared = new(StringComparer.Ordinal);
+
+    public DType DType => dtype;
+
+    public Value Get(Builder b, string key, long[] shape)
+    {
+        if (_declared.TryGetValue(key, out var v)) return v;
+        if (!model.Contains(key))
+        {
+            throw Fail.User($"{model.Folder}: tensor '{key}' is missing", "the checkpoint does not match config.json (or is not a LLaMA-family model)");
+        }
+        var info = model.Info(key);
+        if (!info.Shape.SequenceEqual(shape))
+        {
+            throw Fail.User($"{model.Folder}: tensor '{key}' has shape [{string.Join(", ", info.Shape)}], the model needs [{string.Join(", ", shape)}]",
+                "check that config.json belongs to these weights");
+        }
+        v = b.Initializer(new TensorData(key, dtype, [.. shape], Bytes(key, info)));
+        _declared[key] = v;
+        return v;
+    }
+
+    private unsafe ReadOnlyMemory<byte> Bytes(string key, SafetensorsTensorInfo info)
+    {
+        var length = info.Count * dtype.ByteSize();
+        if (length > int.MaxValue)
+        {
+            throw Fail.User($"{model.Folder}: tensor '{key}' would be {length} bytes in {dtype.Name()}, over the 2 GiB a single ONNX initializer can hold here",
+                "export in float16 or bfloat16");
+        }
+        if (merge?.DeltaFor(key) is { } delta)
+        {
+            return TensorMemory.Computed((int)length, () => TensorConvert.FromFloat32(delta(model.ReadFloat32(key)), dtype));
+        }
+        if (info.DType == dtype) return TensorMemory.Mapped(model.FileOf(key).Pointer(key), (int)length);
+        return TensorMemory.Computed((int)length, () => TensorConvert.FromFloat32(model.ReadFloat32(key), dtype));
+    }
+}
+
+/// <summary>
+/// Attention LoRA folded into the base weights: W' = W + s·B·A for each targeted q/k/v/o projection, from the
+/// reference adapter keys <c>mixlora.layers.{l}.self_attn.{m}.lora_{A,B}.weight</c>, computed on the host in fp32.
+/// </summary>
+public sealed class AttentionMerge(SafetensorsFile adapter, double scale, IReadOnlyCollection<string> modules)
+{
+    public static readonly string[] AttentionModules = ["q_proj", "k_proj", "v_proj", "o_proj"];
+
+    public static string LoraKey(int layer, string module, char ab) => $"mixlora.layers.{layer}.self_attn.{module}.lora_{ab}.weight";
+
+    /// <summary>For <c>model.layers.{l}.self_attn.{m}.weight</c> of a merged module: W ↦ W + s·B·A (in place), else null.</summary>
+    public Func<float[], float[]>? DeltaFor(string baseKey)
+    {
+        var parts = baseKey.Split('.');
+        if (parts.Length != 6 || parts[0] != "model" || parts[1] != "layers" || parts[3] != "self_attn" || parts[5] != "weight") return null;
+        if (!modules.Contains(parts[4]) || !int.TryParse(parts[2], out var layer)) return null;
+        var (ka, kb) = (LoraKey(layer, parts[4], 'A'), LoraKey(layer, parts[4], 'B'));
+        foreach (var k in new[] { ka, kb })
+        {
+            if (!adapter.Contains(k)) throw Fail.InFile(adapter.Path, $"tensor '{k}'", "missing", "the adapter targets this projection, so its LoRA pair must be in the file");
+        }
+        return w => Merge(w, adapter.ReadFloat32(ka), adapter.Info(ka).Shape, adapter.ReadFloat32(kb), adapter.Info(kb).Shape, baseKey);
+    }
+
+    private float[] Merge(float[] w, float[] a, long[] aShape, float[] bm, long[] bShape, string key)
+    {
+        var (r, inF, outF) = ((int)aShape[0], (int)aShape[1], (int)bShape[0]);
+        if (bShape[1] != r || (long)outF * inF != w.Length)
+        {
+            throw Fail.InFile(adapter.Path, $"LoRA of '{key}'", $"A [{string.Join(", ", aShape)}] and B [{string.Join(", ", bShape)}] do not fit the weight of {w.Length} values",
+                "the adapter was trained for another model");
+        }
+        var row = new float[inF];
+        for (var o = 0; o < outF; o++)
+        {
+            Array.Clear(row);
+            for (var k = 0; k < r; k++)
+            {
+                var coef = (float)(scale * bm[(o * r) + k]);
+                if (coef == 0) continue;
+                var ak = a.AsSpan(k * inF, inF);
+                for (var i = 0; i < inF; i++) row[i] += coef * ak[i];
+            }
+            var wo = w.AsSpan(o * inF, inF);
+            for (var i = 0; i < inF; i++) wo[i] += row[i];
+        }
+        return w;
+    }
+}
+
+/// <summary>An adapter whose q/k/v/o LoRA was merged into the base weights: it adds no attention delta.</summary>
+public sealed class WithoutAttentionLora(IAdapter inner) : IAdapter
+{
+    public Value? LinearDelta(Builder b, LinearSite site, Value x) =>
+        AttentionMerge.AttentionModules.Contains(site.Module) ? null : inner.LinearDelta(b, site, x);
+
+    public Value? Mlp(Builder b, MlpSite site, Value x) => inner.Mlp(b, site, x);
+}
