@@ -18,9 +18,8 @@ public static class ForwardGraph
     public sealed record Built(Builder Builder, Graph? Graph, InputWeights Weights, Value InputIds, Value AttentionMask, DecoderOutputs Outputs);
 
     /// <summary>Declares the IO and builds the decoder; the caller may add losses before <see cref="Builder.Build"/>.</summary>
-    public static Built Start(string name, ModelConfig cfg, Shapes shapes, DType weightType, DType compute, IAdapter? adapter = null)
+    public static Built Start(Builder b, ModelConfig cfg, Shapes shapes, DType weightType, DType compute, IAdapter? adapter = null)
     {
-        var b = new Builder(name);
         var (bsz, t) = (shapes.MicroBatch, shapes.SeqLen);
         var ids = b.Input("input_ids", DType.Int64, bsz, t);
         var mask = b.Input("attention_mask", DType.Int64, bsz, t);
@@ -34,7 +33,7 @@ public static class ForwardGraph
     /// <summary>Scoring graph: logits (B, T, V) in float32.</summary>
     public static Built Logits(ModelConfig cfg, Shapes shapes, DType weightType, DType compute, IAdapter? adapter = null)
     {
-        var s = Start("forward", cfg, shapes, weightType, compute, adapter);
+        var s = Start(new Builder("forward"), cfg, shapes, weightType, compute, adapter);
         var b = s.Builder;
         var logits = b.Reshape(b.Cast(s.Outputs.Logits, DType.Float32), shapes.MicroBatch, shapes.SeqLen, cfg.VocabSize);   // (B, T, V)
         b.Output(logits, "logits");

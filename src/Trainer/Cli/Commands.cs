@@ -21,5 +21,6 @@ public static class Commands
     /// <summary>Command name (as in bin/mixlora-NAME) to its handler.</summary>
     public static readonly IReadOnlyDictionary<string, Func<string[], int>> Table = new Dictionary<string, Func<string[], int>>
     {
+        ["data"] = DataCommand.Run,
     };
 }

@@ -14,7 +14,7 @@ namespace MixLoRA.Trainer.Cli;
 public static class DataPrepareCommand
 {
     /// <summary>Loads a tokenizer from a `tokenizer.json` path (the integrator wires this to HfTokenizer.Load).</summary>
-    public static Func<string, ITokenizer>? LoadTokenizer { get; set; }
+    public static Func<string, ITokenizer>? LoadTokenizer { get; set; } = p => Directory.Exists(p) ? HfTokenizer.FromDirectory(p) : HfTokenizer.Load(p);
 
     /// <summary>Runs the command on the arguments after `prepare`.</summary>
     public static int Run(string[] args)

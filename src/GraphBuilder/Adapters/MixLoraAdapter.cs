@@ -1,0 +1,67 @@
+using MixLoRA.GraphBuilder.Building;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Models;
+using MixLoRA.GraphBuilder.Ops;
+
+namespace MixLoRA.GraphBuilder.Adapters;
+
+/// <summary>
+/// The adapters as <see cref="IAdapter"/>s. MIXLORA: LoRA on the targeted attention projections
+/// (`mixlora.layers.{l}.self_attn.{m}`) and the MoE block replacing the MLP; LORA: plain LoRA on every
+/// target with PEFT's keys (`base_model.model.model.layers.{l}.{self_attn|mlp}.{m}`).
+/// Trainable tensors become fp32 graph inputs under those keys (<see cref="Params"/>).
+/// </summary>
+public sealed class AdapterGraph : IAdapter
+{
+    private readonly AdapterConfig _cfg;
+    private readonly DType _compute;
+    private readonly Value? _training;
+    private readonly MoeBlock? _moe;
+    private readonly List<Routing> _routings = [];
+    private Value? _tokenMask;
+
+    /// <param name="training">bool scalar input enabling dropout, or null for graphs that never train.</param>
+    public AdapterGraph(AdapterConfig cfg, DType compute, Value? training)
+    {
+        (_cfg, _compute, _training) = (cfg, compute, training);
+        if (cfg.IsMixLora) _moe = new MoeBlock(cfg, Params, compute, training);
+        if (cfg.UseDora) throw Fail.User("use_dora is not supported by this version", "set \"use_dora\": false in adapter_config.json");
+    }
+
+    public AdapterConfig Config => _cfg;
+    public TrainableSet Params { get; } = new();
+
+    /// <summary>Per-layer routing decisions of this graph (empty for LORA).</summary>
+    public IReadOnlyList<Routing> Routings => _routings;
+
+    public Value? LinearDelta(Builder b, LinearSite site, Value x)
+    {
+        var isMlp = site.Module is "gate_proj" or "up_proj" or "down_proj";
+        if (!_cfg.Targets(site.Module) || (isMlp && _cfg.IsMixLora)) return null;
+        var key = _cfg.IsMixLora
+            ? $"mixlora.layers.{site.Layer}.self_attn.{site.Module}"
+            : $"base_model.model.model.layers.{site.Layer}.{(isMlp ? "mlp" : "self_attn")}.{site.Module}";
+        var a = Params.Get(b, LoraLayer.A(key, _cfg.Lora, site.In), _compute);
+        var bw = Params.Get(b, LoraLayer.B(key, _cfg.Lora, site.Out), _compute);
+        return LoraLayer.Delta(b, x, a, bw, _cfg.Lora, _training);
+    }
+
+    public Value? Mlp(Builder b, MlpSite site, Value x)
+    {
+        if (_moe is null) return null;
+        _tokenMask ??= site.TokenMask;
+        var (y, routing) = _moe.Build(b, site, x);
+        _routings.Add(routing);
+        return y;
+    }
+
+    /// <summary>The pooled load-balance loss (fp32 scalar), or null for LORA or when router_loss is off.</summary>
+    public Value? AuxLoss(Builder b)
+    {
+        if (_routings.Count == 0 || !_cfg.RouterLoss || _tokenMask is null) return null;
+        using (b.Scope("mixlora.aux_loss"))
+        {
+            return Router.AuxLoss(b, _routings, _tokenMask, _cfg.NumExperts, _cfg.RouterAuxLossCoef);
+        }
+    }
+}

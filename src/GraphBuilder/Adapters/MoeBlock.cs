@@ -1,0 +1,87 @@
+using MixLoRA.GraphBuilder.Building;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Models;
+using MixLoRA.GraphBuilder.Ops;
+
+namespace MixLoRA.GraphBuilder.Adapters;
+
+/// <summary>
+/// The MixLoRA FFN with static shapes (DESIGN §6). Experts' LoRA A/B are stacked, A* [E·R, in] and
+/// B* [out, E·R]; for slot j the rank-space activations are masked to expert e_j's R-block, which gives
+/// exactly B_{e_j} A_{e_j} x. The frozen gate/up run once per token, and because W2 is linear and
+/// shared, Σ_j w_j W2 h_j = W2 Σ_j w_j h_j, so the frozen down projection also runs once per token.
+/// <code>
+/// x ─┬─ router(fp32) ─ top-k ─ (experts, weights) ─────────────────────────┐
+///    ├─ G = W1 x ──┬─ act(G + sΔgate_j) ⊙ (U + sΔup_j) = h_j ─ Σ_j w_j h_j ─ W2 ─(+)─ out
+///    ├─ U = W3 x ──┘        ↑ masked x A*ᵀ B*ᵀ           └─ Σ_j w_j s B2_e A2_e h_j ─┘
+/// </code>
+/// </summary>
+internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType compute, Value? training)
+{
+    private LoraSettings S => cfg.Experts;
+
+    public (Value Out, Routing Routing) Build(Builder b, MlpSite site, Value x)
+    {
+        var (d, f, e, k) = (site.Hidden, site.Intermediate, cfg.NumExperts, cfg.TopK);
+        var gate = trainables.Get(b, new TrainableTensor($"{Key(site.Layer)}.moe_gate.weight", [e, d], Init.Gaussian, cfg.RouterInitRange), DType.Float32);
+        var routing = Router.Route(b, x, gate, cfg);
+        var slots = routing.Experts.S[-1].Value;                                          // K (or E for dynamic)
+        var mask = BlockMask(b, routing.Experts, e, S.R);                                 // (N, K, E·R)
+        Value Activate(Value v) => cfg.ActFn is null ? site.Act(v) : b.Act(cfg.ActFn, v);
+
+        var g = b.Unsqueeze(site.Frozen("gate_proj", x), 1);                              // (N, 1, F)
+        var u = b.Unsqueeze(site.Frozen("up_proj", x), 1);                                // (N, 1, F)
+        if (Delta(b, site.Layer, "gate_proj", x, mask, d, f) is { } dg) g = b.Add(g, dg); // (N, K, F)
+        if (Delta(b, site.Layer, "up_proj", x, mask, d, f) is { } du) u = b.Add(u, du);
+        var h = b.Mul(Activate(g), u);                                                    // (N, K|1, F)
+        if (h.S[1].Value != slots) h = b.Add(h, b.Floats(new double[slots], compute, 1, slots, 1));   // (N, K, F)
+        var w = b.Cast(b.Unsqueeze(routing.Weights, 2), compute);                         // (N, K, 1)
+        var mixed = b.ReduceSum(b.Mul(h, w), [1]);                                        // (N, F)
+        var y = site.Frozen("down_proj", mixed);                                          // (N, D)
+        if (cfg.Targets("down_proj"))
+        {
+            var a2 = Stacked(b, site.Layer, "down_proj", "lora_A", e, f, S.R, axis: 0);  // (E·R, F)
+            var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", e, d, S.R, axis: 1);  // (D, E·R)
+            var hn = b.Reshape(LoraLayer.Dropout(b, h, S.LoraDropout, training), -1, f);  // (N·K, F)
+            var z = b.Reshape(b.Linear(hn, a2), -1, slots, e * S.R);                      // (N, K, E·R)
+            var zw = b.ReduceSum(b.Mul(b.Mul(z, mask), w), [1]);                          // (N, E·R)
+            y = b.Add(y, b.Scale(b.Linear(zw, b2), S.Scaling));                           // (N, D)
+        }
+        return (y, routing);
+    }
+
+    /// <summary>s · B*ᵀ(mask ⊙ A* x) for every slot: (N, K, F), or null when the projection is not targeted.</summary>
+    private Value? Delta(Builder b, int layer, string module, Value x, Value mask, long inF, long outF)
+    {
+        if (!cfg.Targets(module)) return null;
+        var e = cfg.NumExperts;
+        var a = Stacked(b, layer, module, "lora_A", e, inF, S.R, axis: 0);                // (E·R, in)
+        var bw = Stacked(b, layer, module, "lora_B", e, outF, S.R, axis: 1);              // (out, E·R)
+        var z = b.Unsqueeze(b.Linear(LoraLayer.Dropout(b, x, S.LoraDropout, training), a), 1);   // (N, 1, E·R)
+        var zm = b.Mul(z, mask);                                                          // (N, K, E·R)
+        var slots = mask.S[1].Value;
+        var delta = b.Linear(b.Reshape(zm, -1, e * S.R), bw);                             // (N·K, out)
+        return b.Scale(b.Reshape(delta, -1, slots, outF), S.Scaling);                     // (N, K, out)
+    }
+
+    /// <summary>Experts' A (stacked on rows) or B (stacked on columns), each a reference-keyed input.</summary>
+    private Value Stacked(Builder b, int layer, string module, string which, int e, long other, int r, int axis)
+    {
+        var parts = Enumerable.Range(0, e).Select(i =>
+        {
+            var key = $"{Key(layer)}.{module}.experts.{i}";
+            var t = which == "lora_A" ? LoraLayer.A(key, S, other) : LoraLayer.B(key, S, other);
+            return trainables.Get(b, t, compute);
+        }).ToArray();
+        return b.Concat(axis, parts);
+    }
+
+    /// <summary>(N, K, E·R) compute-dtype mask: column c belongs to slot j when c / R == expert of slot j.</summary>
+    private Value BlockMask(Builder b, Value experts, int e, int r)
+    {
+        var owner = b.Ints(Enumerable.Range(0, e * r).Select(c => (long)(c / r)).ToArray());      // (E·R)
+        return b.Cast(b.Equal(b.Unsqueeze(experts, 2), owner), compute);                         // (N, K, E·R)
+    }
+
+    public static string Key(int layer) => $"mixlora.layers.{layer}.mlp";
+}

@@ -1,0 +1,92 @@
+using MixLoRA.GraphBuilder.Adapters;
+using MixLoRA.GraphBuilder.Autodiff;
+using MixLoRA.GraphBuilder.Building;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Losses;
+using MixLoRA.GraphBuilder.Models;
+using MixLoRA.GraphBuilder.Ops;
+using MixLoRA.GraphBuilder.Optim;
+
+namespace MixLoRA.GraphBuilder.Graphs;
+
+/// <summary>What a set of training graphs is compiled for.</summary>
+public sealed record TrainSpec(ModelConfig Model, AdapterConfig Adapter, Shapes Shapes, DType WeightType, DType Compute, bool Accumulate = false);
+
+/// <summary>A compiled graph with its adapter's trainable tensors and the frozen weights it reads.</summary>
+public sealed record CompiledGraph(Graph Graph, IReadOnlyList<Adapters.TrainableTensor> Trainable, IReadOnlyDictionary<string, Value> Weights);
+
+/// <summary>
+/// The gradient step and the eval step (DESIGN §7). IO contract, inputs: `input_ids`, `attention_mask`,
+/// `labels` (B, T) int64, `training` (bool scalar, grad step only), every frozen weight (HF key), every
+/// trainable tensor (reference key, fp32), and with accumulation `KEY.grad.acc`. Outputs: `loss`, `lm_loss`,
+/// `aux_loss`, `valid_tokens` (fp32 scalars), `router_load` (L, E) (MixLoRA only), and `KEY.grad` (grad
+/// step: accumulated into `.grad.acc` when present) or `logits` (B, T, V) fp32 (eval step).
+/// </summary>
+public static class TrainGraphs
+{
+    public const string Loss = "loss", LmLoss = "lm_loss", AuxLoss = "aux_loss", ValidTokens = "valid_tokens", RouterLoad = "router_load";
+    public const string Labels = "labels", Training = "training", Logits = "logits";
+
+    public static string AccName(string key) => key + ".grad.acc";
+
+    public static CompiledGraph GradStep(TrainSpec spec)
+    {
+        var (b, adapter, loss, weights) = Forward("grad_step", spec, withTraining: true);
+        var parameters = adapter.Params.Inputs;
+        var grads = Gradients.Emit(b, loss, parameters);
+        foreach (var p in parameters)
+        {
+            var g = b.Cast(grads[p.Name], DType.Float32);
+            if (spec.Accumulate) g = b.Add(b.Input(AccName(p.Name), DType.Float32, p.Shape), g);
+            b.Output(g, AdamW.GradName(p.Name));
+        }
+        return Compile(b, adapter, weights);
+    }
+
+    public static CompiledGraph EvalStep(TrainSpec spec)
+    {
+        var (b, adapter, _, weights) = Forward("eval_step", spec, withTraining: false);
+        return Compile(b, adapter, weights);
+    }
+
+    private static CompiledGraph Compile(Builder b, AdapterGraph adapter, IReadOnlyDictionary<string, Value> weights) =>
+        new(b.Build(), adapter.Params.Tensors, weights);
+
+    private static (Builder B, AdapterGraph Adapter, Value Loss, IReadOnlyDictionary<string, Value> Weights) Forward(string name, TrainSpec spec, bool withTraining)
+    {
+        var b = new Builder(name);
+        var training = withTraining ? b.Input(Training, DType.Bool, Shape.Scalar) : null;
+        var adapter = new AdapterGraph(spec.Adapter, spec.Compute, training);
+        var start = ForwardGraph.Start(b, spec.Model, spec.Shapes, spec.WeightType, spec.Compute, adapter);
+        var labels = b.Input(Labels, DType.Int64, spec.Shapes.MicroBatch, spec.Shapes.SeqLen);
+        var (lm, valid) = CausalLmLoss.Emit(b, start.Outputs.Logits, labels);
+        var aux = adapter.AuxLoss(b) ?? b.Scalar(0, DType.Float32);
+        var loss = b.Add(lm, aux);
+        b.Output(loss, Loss);
+        b.Output(lm, LmLoss);
+        b.Output(aux, AuxLoss);
+        b.Output(valid, ValidTokens);
+        if (adapter.Routings.Count > 0) b.Output(Load(b, adapter), RouterLoad);
+        if (!withTraining)
+        {
+            var logits = b.Reshape(b.Cast(start.Outputs.Logits, DType.Float32), spec.Shapes.MicroBatch, spec.Shapes.SeqLen, spec.Model.VocabSize);
+            b.Output(logits, Logits);
+        }
+        return (b, adapter, loss, start.Weights.Declared);
+    }
+
+    /// <summary>(L, E): per layer, the fraction of real tokens' routing slots that chose each expert.</summary>
+    private static Value Load(Builder b, AdapterGraph adapter)
+    {
+        var e = adapter.Config.NumExperts;
+        var experts = b.Ints(Enumerable.Range(0, e).Select(i => (long)i).ToArray());
+        var rows = adapter.Routings.Select(r =>
+        {
+            var onehot = b.Cast(b.Equal(b.Unsqueeze(r.Experts, 2), experts), DType.Float32);          // (N, K, E)
+            var used = b.Unsqueeze(r.Selected, 2);                                                      // (N, K, 1)
+            var perExpert = b.ReduceSum(b.Mul(onehot, used), [0, 1]);                                   // (E)
+            return b.Unsqueeze(b.Div(perExpert, b.Max(b.ReduceSum(perExpert), b.Scalar(1, DType.Float32))), 0);
+        }).ToArray();
+        return b.Concat(0, rows);                                                                        // (L, E)
+    }
+}
