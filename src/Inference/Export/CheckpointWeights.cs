@@ -1,4 +1,5 @@
 using MixLoRA.GraphBuilder;
+using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
@@ -53,46 +54,50 @@ public sealed class CheckpointWeights(SafetensorsModel model, DType dtype, Atten
 }
 
 /// <summary>
-/// Attention LoRA folded into the base weights: W' = W + s·B·A for each targeted q/k/v/o projection, from the
-/// reference adapter keys <c>mixlora.layers.{l}.self_attn.{m}.lora_{A,B}.weight</c>, computed on the host in fp32.
+/// Attention LoRA folded into the base weights: W' = W + s·B·A for each targeted q/k/v/o projection, computed on
+/// the host in fp32 from the adapter's keys (MIXLORA <c>mixlora.layers.{l}.self_attn.{m}.lora_{A,B}.weight</c>,
+/// LORA the PEFT keys <c>base_model.model.model.layers.{l}.self_attn.{m}...</c>).
 /// </summary>
-public sealed class AttentionMerge(SafetensorsFile adapter, double scale, IReadOnlyCollection<string> modules)
+public sealed class AttentionMerge(AdapterWeights weights, AdapterConfig cfg, string source)
 {
     public static readonly string[] AttentionModules = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
-    public static string LoraKey(int layer, string module, char ab) => $"mixlora.layers.{layer}.self_attn.{module}.lora_{ab}.weight";
+    /// <summary>The key of a LoRA matrix of an attention projection, as <see cref="AdapterGraph"/> names it.</summary>
+    public static string LoraKey(AdapterConfig cfg, int layer, string module, char ab) =>
+        (cfg.IsMixLora ? $"mixlora.layers.{layer}.self_attn.{module}" : $"base_model.model.model.layers.{layer}.self_attn.{module}") + $".lora_{ab}.weight";
 
     /// <summary>For <c>model.layers.{l}.self_attn.{m}.weight</c> of a merged module: W ↦ W + s·B·A (in place), else null.</summary>
     public Func<float[], float[]>? DeltaFor(string baseKey)
     {
         var parts = baseKey.Split('.');
         if (parts.Length != 6 || parts[0] != "model" || parts[1] != "layers" || parts[3] != "self_attn" || parts[5] != "weight") return null;
-        if (!modules.Contains(parts[4]) || !int.TryParse(parts[2], out var layer)) return null;
-        var (ka, kb) = (LoraKey(layer, parts[4], 'A'), LoraKey(layer, parts[4], 'B'));
+        if (!AttentionModules.Contains(parts[4]) || !cfg.Targets(parts[4]) || !int.TryParse(parts[2], out var layer)) return null;
+        var (ka, kb) = (LoraKey(cfg, layer, parts[4], 'A'), LoraKey(cfg, layer, parts[4], 'B'));
         foreach (var k in new[] { ka, kb })
         {
-            if (!adapter.Contains(k)) throw Fail.InFile(adapter.Path, $"tensor '{k}'", "missing", "the adapter targets this projection, so its LoRA pair must be in the file");
+            if (!weights.ContainsKey(k)) throw Fail.InFile(source, $"tensor '{k}'", "missing", "the adapter targets this projection, so its LoRA pair must be in the file");
         }
-        return w => Merge(w, adapter.ReadFloat32(ka), adapter.Info(ka).Shape, adapter.ReadFloat32(kb), adapter.Info(kb).Shape, baseKey);
+        return w => Merge(w, weights[ka], weights[kb], baseKey);
     }
 
-    private float[] Merge(float[] w, float[] a, long[] aShape, float[] bm, long[] bShape, string key)
+    private float[] Merge(float[] w, (DType _, long[] Shape, float[] Data) a, (DType _, long[] Shape, float[] Data) bm, string key)
     {
-        var (r, inF, outF) = ((int)aShape[0], (int)aShape[1], (int)bShape[0]);
-        if (bShape[1] != r || (long)outF * inF != w.Length)
+        var (r, inF, outF) = ((int)a.Shape[0], (int)a.Shape[1], (int)bm.Shape[0]);
+        if (bm.Shape[1] != r || (long)outF * inF != w.Length)
         {
-            throw Fail.InFile(adapter.Path, $"LoRA of '{key}'", $"A [{string.Join(", ", aShape)}] and B [{string.Join(", ", bShape)}] do not fit the weight of {w.Length} values",
+            throw Fail.InFile(source, $"LoRA of '{key}'", $"A [{string.Join(", ", a.Shape)}] and B [{string.Join(", ", bm.Shape)}] do not fit the weight of {w.Length} values",
                 "the adapter was trained for another model");
         }
+        var scale = cfg.Scaling;
         var row = new float[inF];
         for (var o = 0; o < outF; o++)
         {
             Array.Clear(row);
             for (var k = 0; k < r; k++)
             {
-                var coef = (float)(scale * bm[(o * r) + k]);
+                var coef = (float)(scale * bm.Data[(o * r) + k]);
                 if (coef == 0) continue;
-                var ak = a.AsSpan(k * inF, inF);
+                var ak = a.Data.AsSpan(k * inF, inF);
                 for (var i = 0; i < inF; i++) row[i] += coef * ak[i];
             }
             var wo = w.AsSpan(o * inF, inF);

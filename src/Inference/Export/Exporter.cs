@@ -1,5 +1,6 @@
 using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.Adapters;
+using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
@@ -19,6 +20,9 @@ public sealed record ExportOptions(string ModelDir, string OutDir)
 
     /// <summary>Adapter tensors stay overridable graph inputs and are also written as <see cref="Exporter.AdapterFile"/>.</summary>
     public bool OnnxAdapter { get; init; }
+
+    /// <summary>Also output each MixLoRA layer's routing (<c>router.{l}.experts</c>, <c>router.{l}.selected</c>), for evaluation.</summary>
+    public bool RouterOutputs { get; init; }
 }
 
 /// <summary>The written folder, the files in it, and the graph (for tests and reports).</summary>
@@ -34,14 +38,16 @@ public static class Exporter
     public const string ModelFile = "model.onnx";
     public const string DataFile = "model.onnx.data";
     public const string AdapterFile = "adapter.onnx_adapter";
-    public const string AdapterWeightsFile = "adapter_model.safetensors";
 
     /// <summary>Files copied from the model folder when present.</summary>
     public static readonly string[] CopiedFiles =
         ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"];
 
-    /// <summary>Builds the graph-side adapter from its config (the integrator wires this to the MixLoRA adapter).</summary>
-    public static Func<AdapterConfig, ModelConfig, IAdapter>? CreateAdapter { get; set; }
+    /// <summary>Builds the graph-side adapter from its config and the compute dtype (tests may substitute their own).</summary>
+    public static Func<AdapterConfig, DType, IAdapter> CreateAdapter { get; set; } = (cfg, compute) => new AdapterGraph(cfg, compute, training: null);
+
+    public static string RouterExperts(int layer) => $"router.{layer}.experts";
+    public static string RouterSelected(int layer) => $"router.{layer}.selected";
 
     /// <summary>Exports; <paramref name="adapter"/> overrides <see cref="CreateAdapter"/> (tests pass their own).</summary>
     public static ExportResult Export(ExportOptions o, IAdapter? adapter = null)
@@ -49,33 +55,37 @@ public static class Exporter
         Check(o);
         var cfg = ModelConfig.Load(o.ModelDir);
         using var model = new SafetensorsModel(o.ModelDir);
-        AdapterConfig? adapterCfg = null;
-        SafetensorsFile? adapterFile = null;
-        try
+        AttentionMerge? merge = null;
+        AdapterWeights? weights = null;
+        string source = "";
+        if (o.AdapterDir != null)
         {
-            AttentionMerge? merge = null;
-            if (o.AdapterDir != null)
+            var adapterCfg = AdapterConfig.Load(o.AdapterDir);
+            weights = AdapterWeights.Load(o.AdapterDir);
+            source = Path.Combine(o.AdapterDir, File.Exists(Path.Combine(o.AdapterDir, AdapterWeights.SafetensorsName)) ? AdapterWeights.SafetensorsName : AdapterWeights.BinName);
+            adapter ??= CreateAdapter(adapterCfg, o.DType);
+            if (o.MergeAttentionLora)
             {
-                adapterCfg = AdapterConfig.Load(o.AdapterDir);
-                adapterFile = OpenAdapterWeights(o.AdapterDir);
-                adapter ??= (CreateAdapter ?? throw Fail.Bug("Exporter.CreateAdapter is not wired to an adapter factory"))(adapterCfg, cfg);
-                if (o.MergeAttentionLora)
-                {
-                    merge = new AttentionMerge(adapterFile, adapterCfg.Scaling, AttentionMerge.AttentionModules.Where(adapterCfg.Targets).ToArray());
-                    adapter = new WithoutAttentionLora(adapter);
-                }
+                merge = new AttentionMerge(weights, adapterCfg, source);
+                adapter = new WithoutAttentionLora(adapter);
             }
-            var graph = ExportGraph.Build(cfg, new CheckpointWeights(model, o.DType, merge), o.DType, adapter);
-            IReadOnlyList<TensorData> bound = [];
-            if (adapterFile != null)
-            {
-                (graph, bound) = ExportGraph.BindAdapterTensors(graph, v => AdapterTensor(adapterFile, v), o.OnnxAdapter);
-            }
-            return Write(o, cfg, graph, bound);
         }
-        finally
+        Action<Builder>? routerOutputs = o.RouterOutputs && adapter is AdapterGraph ag ? b => AddRouterOutputs(b, ag) : null;
+        var graph = ExportGraph.Build(cfg, new CheckpointWeights(model, o.DType, merge), o.DType, adapter, routerOutputs);
+        IReadOnlyList<TensorData> bound = [];
+        if (weights != null)
         {
-            adapterFile?.Dispose();
+            (graph, bound) = ExportGraph.BindAdapterTensors(graph, v => AdapterTensor(weights, source, v), o.OnnxAdapter);
+        }
+        return Write(o, cfg, graph, bound);
+    }
+
+    private static void AddRouterOutputs(Builder b, AdapterGraph adapter)
+    {
+        for (var l = 0; l < adapter.Routings.Count; l++)
+        {
+            b.Output(adapter.Routings[l].Experts, RouterExperts(l));
+            b.Output(adapter.Routings[l].Selected, RouterSelected(l));
         }
     }
 
@@ -96,40 +106,20 @@ public static class Exporter
         if (Path.GetFullPath(o.OutDir) == Path.GetFullPath(o.ModelDir)) throw Fail.User("--out is the model folder", "write the export to another folder");
     }
 
-    private static SafetensorsFile OpenAdapterWeights(string dir)
+    /// <summary>The adapter tensor behind a graph input (same key), converted to the input's dtype.</summary>
+    public static TensorData AdapterTensor(AdapterWeights weights, string source, Value v)
     {
-        var path = Path.Combine(dir, AdapterWeightsFile);
-        if (!File.Exists(path))
+        if (!weights.TryGetValue(v.Name, out var t))
         {
-            throw Fail.User($"{dir} has no {AdapterWeightsFile}", File.Exists(Path.Combine(dir, "adapter_model.bin"))
-                ? "convert adapter_model.bin to safetensors first (the trainer writes safetensors)" : "pass the folder the trainer wrote");
+            throw Fail.InFile(source, $"tensor '{v.Name}'", "missing", "the adapter file does not match adapter_config.json or this model");
         }
-        return new SafetensorsFile(path);
-    }
-
-    /// <summary>
-    /// The adapter tensor behind a graph input, converted to the input's dtype. Looked up by the input's name,
-    /// then with ".weight" appended, then with "model." replaced by the reference prefix "mixlora.".
-    /// </summary>
-    public static TensorData AdapterTensor(SafetensorsFile file, Value v)
-    {
-        var candidates = new List<string> { v.Name, v.Name + ".weight" };
-        if (v.Name.StartsWith("model.", StringComparison.Ordinal))
-        {
-            var reference = "mixlora." + v.Name["model.".Length..];
-            candidates.AddRange([reference, reference + ".weight"]);
-        }
-        var key = candidates.FirstOrDefault(file.Contains)
-            ?? throw Fail.InFile(file.Path, $"tensor '{v.Name}'", "missing", "the adapter file does not match adapter_config.json or this model");
-        var info = file.Info(key);
         var want = v.S.ToLongs();
-        if (!info.Shape.SequenceEqual(want))
+        if (!t.Shape.SequenceEqual(want))
         {
-            throw Fail.InFile(file.Path, $"tensor '{key}'", $"shape [{string.Join(", ", info.Shape)}], the graph needs [{string.Join(", ", want)}]",
+            throw Fail.InFile(source, $"tensor '{v.Name}'", $"shape [{string.Join(", ", t.Shape)}], the graph needs [{string.Join(", ", want)}]",
                 "the adapter was trained for another model or config");
         }
-        var bytes = info.DType == v.DType ? file.Bytes(key).ToArray() : TensorConvert.FromFloat32(file.ReadFloat32(key), v.DType);
-        return new TensorData(v.Name, v.DType, [.. want], bytes);
+        return new TensorData(v.Name, v.DType, [.. want], TensorConvert.FromFloat32(t.Data, v.DType));
     }
 
     private static ExportResult Write(ExportOptions o, ModelConfig cfg, Graph graph, IReadOnlyList<TensorData> bound)

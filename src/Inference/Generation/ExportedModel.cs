@@ -32,8 +32,8 @@ public sealed class KvCache : IDisposable
     }
 }
 
-/// <summary>Logits of one call (batch, sequence, vocab) and the cache that now holds every token seen.</summary>
-public sealed record StepOutput(float[] Logits, int Batch, int Sequence, int Vocab, KvCache Cache, IReadOnlyDictionary<string, float[]> Extra)
+/// <summary>Logits of one call (batch, sequence, vocab), the cache that now holds every token seen, and any other outputs (router decisions).</summary>
+public sealed record StepOutput(float[] Logits, int Batch, int Sequence, int Vocab, KvCache Cache, IReadOnlyDictionary<string, HostTensor> Extra)
 {
     /// <summary>The logits row of token <paramref name="t"/> of sequence <paramref name="row"/>.</summary>
     public ReadOnlySpan<float> Row(int row, int t) => Logits.AsSpan(((row * Sequence) + t) * Vocab, Vocab);
@@ -119,7 +119,7 @@ public sealed class ExportedModel : IDisposable
             present.Add(byName[ExportGraph.PresentValue(l)]);
         }
         var extra = byName.Where(p => p.Key != ExportGraph.Logits && !p.Key.StartsWith("present.", StringComparison.Ordinal))
-            .ToDictionary(p => p.Key, p => p.Value.GetTensorDataAsSpan<float>().ToArray());
+            .ToDictionary(p => p.Key, p => HostTensor.From(p.Value));
         return new StepOutput(logits, batch, seq, logits.Length / (batch * seq), new KvCache(present, results, total), extra);
     }
 

@@ -134,11 +134,12 @@ public sealed class ExportFormatTests
         string[] modules = ["q_proj"];
         var (dirX, _) = TestLora.WriteAdapter(cfg, 4, 8, 11, modules);
         var (dirY, _) = TestLora.WriteAdapter(cfg, 4, 8, 12, modules);
-        var adapter = new TestLora(4, 2.0, modules);
-        var shared = Exporter.Export(new ExportOptions(Files.ParityModel, Files.TempDir()) { AdapterDir = dirX, OnnxAdapter = true }, adapter);
-        var bakedY = Exporter.Export(new ExportOptions(Files.ParityModel, Files.TempDir()) { AdapterDir = dirY }, adapter);
-        var ySide = Exporter.Export(new ExportOptions(Files.ParityModel, Files.TempDir()) { AdapterDir = dirY, OnnxAdapter = true }, adapter);
-        Assert.IsTrue(shared.Graph.Inputs.Any(v => v.Name == AttentionMerge.LoraKey(0, "q_proj", 'A')), "adapter tensors are overridable inputs");
+        var shared = Exporter.Export(new ExportOptions(Files.ParityModel, Files.TempDir()) { AdapterDir = dirX, OnnxAdapter = true });
+        var bakedY = Exporter.Export(new ExportOptions(Files.ParityModel, Files.TempDir()) { AdapterDir = dirY });
+        var ySide = Exporter.Export(new ExportOptions(Files.ParityModel, Files.TempDir()) { AdapterDir = dirY, OnnxAdapter = true });
+        var keyA = AttentionMerge.LoraKey(GraphBuilder.Adapters.AdapterConfig.Load(dirX), 0, "q_proj", 'A');
+        Assert.IsTrue(shared.Graph.Inputs.Any(v => v.Name == keyA) && shared.Graph.Initializers.Any(t => t.Name == keyA), "adapter tensors are inputs with initializers");
+        Assert.IsTrue(OnnxAdapterFile.Read(Path.Combine(ySide.OutDir, Exporter.AdapterFile)).Parameters.Any(t => t.Name == keyA));
         var yFile = Path.Combine(ySide.OutDir, Exporter.AdapterFile);
 
         long[] ids = [1, 17, 42, 99, 3, 250, 7, 8];
