@@ -126,4 +126,15 @@ public sealed class ExportParityTests
             Assert.IsLessThanOrEqualTo(1e-4, err, $"MixLoRA export (merge {merge}) vs reference logits_final: {err:G3}");
         }
     }
+
+    [TestMethod]
+    public void Float16ExportRunsOnCpuCloseToFloat32()
+    {
+        var (ids, mask, want, n, _, v) = BaseCase();
+        var res = Exporter.Export(new ExportOptions(Files.ParityModel, Files.TempDir()) { DType = GraphBuilder.IR.DType.Float16 });
+        using var m = new ExportedModel(res.OutDir);
+        var got = FullForward(m, ids, mask, n);
+        var err = Reference.MaxRelAtRealTokens(want, got, mask, v);
+        Assert.IsLessThanOrEqualTo(2e-2, err, $"float16 export vs reference: {err:G3}");
+    }
 }
