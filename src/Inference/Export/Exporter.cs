@@ -25,7 +25,10 @@ public sealed record ExportOptions(string ModelDir, string OutDir)
     public bool RouterOutputs { get; init; }
 }
 
-/// <summary>The written folder, the files in it, and the graph (for tests and reports).</summary>
+/// <summary>
+/// The written folder, the files in it, the graph's structure (initializers without their bytes: those were views
+/// of the checkpoint, which is closed; the weights are in the written files) and the adapter tensors bound.
+/// </summary>
 public sealed record ExportResult(string OutDir, IReadOnlyList<string> Files, Graph Graph, IReadOnlyList<TensorData> AdapterTensors);
 
 /// <summary>
@@ -150,7 +153,8 @@ public static class Exporter
             OnnxAdapterFile.Write(Path.Combine(o.OutDir, AdapterFile), bound);
             files.Add(AdapterFile);
         }
-        return new ExportResult(o.OutDir, files, graph, bound);
+        var structure = graph with { Initializers = [.. graph.Initializers.Select(t => t with { Bytes = ReadOnlyMemory<byte>.Empty })] };
+        return new ExportResult(o.OutDir, files, structure, bound);
     }
 
     private static void Copy(string from, string to) => AtomicFile.Write(to, s =>
