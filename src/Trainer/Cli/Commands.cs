@@ -22,5 +22,6 @@ public static class Commands
     public static readonly IReadOnlyDictionary<string, Func<string[], int>> Table = new Dictionary<string, Func<string[], int>>
     {
         ["data"] = DataCommand.Run,
+        ["score"] = ScoreCommand.Run,
     };
 }
