@@ -171,6 +171,29 @@ public sealed class DecoderFamilyTests
 
     private static double MaxRelative(float[] want, float[] got) => Compare.MaxRelative(want, got);
 
+    /// <summary>
+    /// transformers' MistralConfig and Qwen2Config default sliding_window to 4096 when the key is absent (explicit
+    /// null: no window), and Mistral ignores layer_types (it only warns), windowing every layer.
+    /// </summary>
+    [TestMethod]
+    public void SlidingWindowDefaultsAsTransformersDoes()
+    {
+        static GraphBuilder.Models.ModelConfig Parse(TinyModel m, Action<System.Text.Json.Nodes.JsonObject> edit)
+        {
+            var c = System.Text.Json.Nodes.JsonNode.Parse(m.ConfigJson())!.AsObject();
+            edit(c);
+            return GraphBuilder.Models.ModelConfig.Parse(new JsonFields("config.json", System.Text.Json.JsonDocument.Parse(c.ToJsonString()).RootElement));
+        }
+        var mistral = new TinyModel { ModelType = "mistral", Window = 3 };
+        Assert.AreEqual(4096, Parse(mistral, c => c.Remove("sliding_window")).SlidingWindowFor(1), "mistral without the key");
+        Assert.IsNull(Parse(mistral, c => c["sliding_window"] = null).SlidingWindowFor(1), "mistral with sliding_window null");
+        var typed = Parse(mistral, c => c["layer_types"] = new System.Text.Json.Nodes.JsonArray("full_attention", "full_attention"));
+        Assert.AreEqual(3, typed.SlidingWindowFor(0), "mistral ignores layer_types");
+        var qwen = new TinyModel { ModelType = "qwen2", Window = 3, MaxWindowLayers = 0 };
+        Assert.AreEqual(4096, Parse(qwen, c => c.Remove("sliding_window")).SlidingWindowFor(0), "qwen2 with use_sliding_window and no key");
+        Assert.IsNull(Parse(qwen with { Window = null }, c => c.Remove("sliding_window")).SlidingWindowFor(0), "qwen2 without use_sliding_window");
+    }
+
     [TestMethod]
     public void ConfigReadsTheTinyCheckpointAsWritten()
     {
