@@ -25,5 +25,6 @@ public static class Commands
         ["build-graph"] = BuildGraphCommand.Run,
         ["train"] = TrainCommand.Run,
         ["doctor"] = DoctorCommand.Run,
+        ["score"] = ScoreCommand.Run,
     };
 }
