@@ -18,13 +18,15 @@ public static class DoctorCommand
         var ops = new Option<bool>("--ops") { Description = "probe every catalog op (forward + gradient) per dtype" };
         var dtypes = new Option<string>("--dtypes") { DefaultValueFactory = _ => "bfloat16,float16,float32" };
         var output = new Option<string?>("--out") { Description = "write the probe results as JSON" };
-        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output };
+        var smoke = new Option<bool>("--smoke") { Description = "run a few tiny graphs step by step" };
+        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke };
         command.SetAction(p =>
         {
             var dev = OrtRuntime.ParseDevice(p.GetValue(device)!);
             var rt = OrtRuntime.For(dev);
             Console.WriteLine($"ONNX Runtime {Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString()} on {dev.ToString().ToLowerInvariant()}" +
                 (dev == Device.Cuda ? $" (provider {OrtRuntime.FindCudaProvider()})" : ""));
+            if (p.GetValue(smoke)) Smoke.Run(rt);
             if (!p.GetValue(ops)) return 0;
             var types = p.GetValue(dtypes)!.Split(',').Select(DTypes.Parse).ToArray();
             var results = OpProbe.Run(rt, types);
