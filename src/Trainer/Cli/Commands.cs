@@ -24,5 +24,6 @@ public static class Commands
         ["data"] = DataCommand.Run,
         ["build-graph"] = BuildGraphCommand.Run,
         ["train"] = TrainCommand.Run,
+        ["bench"] = BenchCommand.Run,
     };
 }
