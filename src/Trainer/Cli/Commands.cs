@@ -26,5 +26,6 @@ public static class Commands
         ["train"] = TrainCommand.Run,
         ["doctor"] = DoctorCommand.Run,
         ["score"] = ScoreCommand.Run,
+        ["bench"] = BenchCommand.Run,
     };
 }

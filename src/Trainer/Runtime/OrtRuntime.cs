@@ -25,6 +25,12 @@ public sealed class OrtRuntime
 
     public Device Device { get; }
 
+    /// <summary>When set, every session this runtime creates writes an ORT profile (PREFIX_*.json) when disposed.</summary>
+    public string? ProfilePrefix { get; private init; }
+
+    /// <summary>This runtime with ORT profiling of every session it creates (for mixlora-bench --profile).</summary>
+    public OrtRuntime WithProfiling(string prefix) => new(Device, _epDevices) { ProfilePrefix = prefix };
+
     public static OrtRuntime Cpu { get; } = new(Device.Cpu, []);
 
     public static Device ParseDevice(string s) => s.ToLowerInvariant() switch
@@ -66,7 +72,8 @@ public sealed class OrtRuntime
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
-        if (profile) o.EnableProfiling = true;
+        if (ProfilePrefix != null) o.ProfileOutputPathPrefix = ProfilePrefix;
+        if (profile || ProfilePrefix != null) o.EnableProfiling = true;
         if (Device == Device.Cuda)
         {
             o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, ProviderOptions());
