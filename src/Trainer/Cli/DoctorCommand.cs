@@ -29,8 +29,11 @@ public static class DoctorCommand
             if (p.GetValue(smoke)) Smoke.Run(rt);
             if (!p.GetValue(ops)) return 0;
             var types = p.GetValue(dtypes)!.Split(',').Select(DTypes.Parse).ToArray();
-            var results = OpProbe.Run(rt, types);
-            foreach (var r in results.Where(r => !r.Ok)) Console.WriteLine($"  {r.Op,-18} {r.DType,-9} FAIL  {r.Error}");
+            var results = OpProbe.Run(rt, types, r =>
+            {
+                Console.WriteLine($"  {r.Op,-18} {r.DType,-9} {(r.Ok ? "ok" : "FAIL  " + r.Error)}");
+                Console.Out.Flush();
+            });
             Console.WriteLine($"{results.Count(r => r.Ok)} of {results.Count} op × dtype probes ran with every node on {dev.ToString().ToLowerInvariant()}");
             if (p.GetValue(output) is { } path) File.WriteAllText(path, JsonSerializer.Serialize(results));
             return 0;

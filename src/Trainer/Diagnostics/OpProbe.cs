@@ -18,7 +18,7 @@ public sealed record ProbeResult(string Op, string Case, string DType, bool Ok, 
 /// </summary>
 public static class OpProbe
 {
-    public static IReadOnlyList<ProbeResult> Run(OrtRuntime rt, IEnumerable<DType> dtypes)
+    public static IReadOnlyList<ProbeResult> Run(OrtRuntime rt, IEnumerable<DType> dtypes, Action<ProbeResult>? onResult = null)
     {
         var results = new List<ProbeResult>();
         foreach (var op in Catalog.All.Where(d => d.Grad != null && !d.Cases.IsEmpty))
@@ -26,7 +26,9 @@ public static class OpProbe
             foreach (var dtype in dtypes)
             {
                 var c = op.Cases[0];
-                results.Add(Probe(rt, op, c, dtype));
+                var r = Probe(rt, op, c, dtype);
+                results.Add(r);
+                onResult?.Invoke(r);
             }
         }
         return results;

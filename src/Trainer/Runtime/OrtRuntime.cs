@@ -42,10 +42,25 @@ public sealed class OrtRuntime
 
     public static OrtRuntime For(Device device) => device == Device.Cpu ? Cpu : new(Device.Cuda, CudaDevices());
 
-    /// <summary>Memory info for tensors that live where this runtime computes.</summary>
+    /// <summary>Memory info of the device this runtime computes on (the EP device's own, for CUDA).</summary>
     public OrtMemoryInfo DeviceMemory => Device == Device.Cpu
         ? OrtMemoryInfo.DefaultInstance
-        : new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
+        : _epDevices[0].GetMemoryInfo(OrtDeviceMemoryType.DEFAULT);
+
+    /// <summary>
+    /// The allocator for device-resident tensors: the CPU default, or the CUDA device's shared allocator
+    /// owned by the environment (sessions use it too, through session.use_env_allocators).
+    /// </summary>
+    public OrtAllocator DeviceAllocator()
+    {
+        if (Device == Device.Cpu) return OrtAllocator.DefaultInstance;
+        lock (Gate)
+        {
+            var env = OrtEnv.Instance();
+            return env.GetSharedAllocator(DeviceMemory)
+                ?? env.CreateSharedAllocator(_epDevices[0], OrtDeviceMemoryType.DEFAULT, OrtAllocatorType.ArenaAllocator, new Dictionary<string, string>());
+        }
+    }
 
     /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>
     /// <summary>
@@ -78,6 +93,7 @@ public sealed class OrtRuntime
         {
             o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, ProviderOptions());
             if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
+            o.AddSessionConfigEntry("session.use_env_allocators", "1");
         }
         return o;
     }
