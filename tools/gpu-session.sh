@@ -8,7 +8,8 @@ T="$DOTNET $APP/MixLoRA.Trainer.dll"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 log() { echo "== $*" | tee -a "$OUT/log.txt"; }
 run() { timeout "${LIMIT:-240}" "$@" >> "$OUT/log.txt" 2>&1; local rc=$?; echo "   rc=$rc" >> "$OUT/log.txt"; return $rc; }
-for part in "${@:-smoke parity bench}"; do
+parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(smoke parity bench)
+for part in "${parts[@]}"; do
   case $part in
     smoke) log smoke; run $T doctor --device cuda --smoke ;;
     parity)
