@@ -61,7 +61,7 @@ public sealed class StepRunner : IDisposable
         var trainable = manifest.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();
         State = new TrainState(_store, trainable);
         State.Load(init, m, v);
-        _io = new HostScalars(manifest);
+        _io = new HostScalars(_store, manifest);
     }
 
     public Manifest Manifest { get; }
@@ -118,6 +118,7 @@ public sealed class StepRunner : IDisposable
             outputs[TrainGraphs.Logits] = _io.Scratch(_eval.Value, TrainGraphs.Logits);
             _eval.Value.Run(inputs, outputs);
             foreach (var d in dispose) d.Dispose();
+            _io.ReadStepOutputs();
             var valid = _io.Value(TrainGraphs.ValidTokens);
             (lm, loss, tokens) = (lm + (_io.Value(TrainGraphs.LmLoss) * valid), loss + (_io.Value(TrainGraphs.Loss) * valid), tokens + valid);
         }
@@ -128,14 +129,9 @@ public sealed class StepRunner : IDisposable
     {
         var inputs = new Dictionary<string, OrtValue>(_weights, StringComparer.Ordinal);
         foreach (var t in State.Trainable) inputs[t.Key] = State.Params[t.Key].Current;
-        long[] shape = [b.B, b.T];
-        var owned = new List<OrtValue>
-        {
-            OrtValue.CreateTensorValueFromMemory(b.InputIds, shape),
-            OrtValue.CreateTensorValueFromMemory(b.AttentionMask, shape),
-            OrtValue.CreateTensorValueFromMemory(b.Labels, shape),
-        };
-        (inputs["input_ids"], inputs["attention_mask"], inputs[TrainGraphs.Labels]) = (owned[0], owned[1], owned[2]);
+        _io.Load(b);
+        foreach (var (k, v) in _io.Batch) inputs[k] = v;
+        var owned = new List<OrtValue>();
         inputs[TrainGraphs.Training] = training ? _io.True : _io.False;
         var outputs = new Dictionary<string, OrtValue>(_io.StepOutputs, StringComparer.Ordinal);
         return (inputs, outputs, owned);
@@ -147,7 +143,6 @@ public sealed class StepRunner : IDisposable
         if (_gradAcc.IsValueCreated) _gradAcc.Value.Dispose();
         if (_eval.IsValueCreated) _eval.Value.Dispose();
         _opt.Dispose();
-        _io.Dispose();
         _store.Dispose();
     }
 }
