@@ -13,6 +13,6 @@ exec dotnet "$root/artifacts/bin/$2/release/MixLoRA.$2.dll" $3 "\$@"
 SH
   chmod +x "bin/mixlora-$1"
 }
-for c in build-graph train score data bench; do write "$c" Trainer "$c"; done
+for c in build-graph train score data bench doctor; do write "$c" Trainer "$c"; done
 for c in export generate eval; do write "$c" Inference "$c"; done
 echo "bin/: $(ls bin | tr '\n' ' ')" >&2

@@ -21,20 +21,22 @@ public sealed record DecoderOutputs(Value Logits, Value Hidden, IReadOnlyList<(V
 public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? adapter = null)
 {
     private readonly IAdapter _adapter = adapter ?? NoAdapter.Instance;
+    private Value? _ids;                                                                   // input ids of the call being built (run-time B, T)
 
     public ModelConfig Config => cfg;
 
     public DecoderOutputs Build(Builder b, DecoderInputs io, DType compute)
     {
         var (bsz, t) = (io.InputIds.S[0], io.InputIds.S[1]);
+        _ids = io.InputIds;
         var d = cfg.HiddenSize;
         var embed = weights.Get(b, "model.embed_tokens.weight", [cfg.VocabSize, d]);
         var x = b.Reshape(b.Gather(embed, io.InputIds), -1, d);                              // (N, D)
         x = b.Cast(x, compute);
         var (cos, sin) = b.RopeTables(io.PositionIds, cfg.RopeInvFreq());  // attention scaling is 1 for default, linear and llama3
-        var tokenMask = TokenMask(b, io, t);
-        var present = new List<(Value, Value)>();
         var lens = Lengths(b, io);
+        var tokenMask = TokenMask(b, io, t, lens);
+        var present = new List<(Value, Value)>();
         var masks = new Dictionary<int, Value>();
         for (var l = 0; l < cfg.NumLayers; l++)
         {
@@ -91,7 +93,10 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
     private (Value Out, (Value K, Value V) Kv) SelfAttention(Builder b, int l, Value h, Dim bsz, Dim t, Value cos, Value sin, Value allowed, (Value K, Value V)? past)
     {
         var (nh, nkv, dh) = (cfg.NumHeads, cfg.NumKvHeads, cfg.HeadDim);
-        Value Heads(Value y, int n) => b.Refine(b.Transpose(b.Reshape(y, bsz.IsStatic ? bsz.Value : -1, t.IsStatic ? t.Value : 0, n, dh), 0, 2, 1, 3), Shape.Of(bsz, n, t, dh));
+        Value Split(Value y, int n) => bsz.IsStatic || t.IsStatic
+            ? b.Reshape(y, bsz.IsStatic ? bsz.Value : -1, t.IsStatic ? t.Value : -1, n, dh)
+            : b.Apply1(ShapeOps.ReshapeOp, [y, b.Concat(0, b.ShapeOf(_ids!), b.Ints(n, dh))]);            // symbolic B and T: (B, T) at run time
+        Value Heads(Value y, int n) => b.Refine(b.Transpose(Split(y, n), 0, 2, 1, 3), Shape.Of(bsz, n, t, dh));
         var q = b.ApplyRope(Heads(Proj(b, l, "self_attn", "q_proj", h, nh * dh, cfg.AttentionBias), nh), cos, sin);   // (B, H, T, Dh)
         var k = b.ApplyRope(Heads(Proj(b, l, "self_attn", "k_proj", h, nkv * dh, cfg.AttentionBias), nkv), cos, sin); // (B, Hkv, T, Dh)
         var v = Heads(Proj(b, l, "self_attn", "v_proj", h, nkv * dh, cfg.AttentionBias), nkv);                        // (B, Hkv, T, Dh)
@@ -134,10 +139,12 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
         return b.Linear(x, w, bv);                                                         // (N, out)
     }
 
-    private static Value TokenMask(Builder b, DecoderInputs io, Dim t)
+    private static Value TokenMask(Builder b, DecoderInputs io, Dim t, (Value Past, Value Seq, Value Total) lens)
     {
-        // the mask's last T columns are this call's tokens
-        var m = io.Past is null ? io.AttentionMask : b.Slice(io.AttentionMask, b.Ints(-(t.IsStatic ? t.Value : 1)), b.Ints(long.MaxValue), b.Ints(1));
+        // the mask's last T columns are this call's tokens: columns past .. total
+        var m = io.Past is null ? io.AttentionMask
+            : t.IsStatic ? b.Slice(io.AttentionMask, b.Ints(-t.Value), b.Ints(long.MaxValue), b.Ints(1))
+            : b.Slice(io.AttentionMask, b.Unsqueeze(lens.Past, 0), b.Unsqueeze(lens.Total, 0), b.Ints(1));
         return b.Reshape(b.Cast(m, DType.Float32), -1);                                   // (N)
     }
 

@@ -134,14 +134,18 @@ public sealed partial record ModelConfig
 
     private static (int? window, ImmutableArray<bool> layers) Sliding(JsonFields c, string type, int numLayers)
     {
+        // transformers' MistralConfig and Qwen2Config default sliding_window to 4096 when the key is absent
+        // (an explicit null means no window)
+        int? Window() => c.Keys.Contains("sliding_window") ? c.IntOpt("sliding_window") : 4096;
         int? window = type switch
         {
-            "mistral" => c.IntOpt("sliding_window"),
-            "qwen2" when c.Bool("use_sliding_window", false) => c.IntOpt("sliding_window"),
+            "mistral" => Window(),
+            "qwen2" when c.Bool("use_sliding_window", false) => Window(),
             _ => null,
         };
         if (window is null) return (null, [.. new bool[numLayers]]);
         if (window <= 0) throw c.Error("sliding_window", $"must be positive, got {window}", "fix config.json or set it to null");
+        if (type == "mistral") return (window, [.. Enumerable.Repeat(true, numLayers)]);   // Mistral ignores layer_types
         if (c.Get("layer_types") is { } lt)
         {
             if (lt.ValueKind != System.Text.Json.JsonValueKind.Array || lt.GetArrayLength() != numLayers)
@@ -155,7 +159,7 @@ public sealed partial record ModelConfig
             return (window, [.. flags]);
         }
         // qwen2: only layers from max_window_layers on use the window (transformers' layer_types rule)
-        var first = type == "qwen2" ? c.IntOpt("max_window_layers") ?? 28 : 0;
+        var first = c.IntOpt("max_window_layers") ?? 28;
         return (window, [.. Enumerable.Range(0, numLayers).Select(i => i >= first)]);
     }
 

@@ -158,6 +158,6 @@ public static class MaskOps
     public static Value Dropout(this Builder b, Value x, double ratio, Value training, long? seed = null)
     {
         var attrs = seed is { } s ? A.Of(("seed", s)) : [];
-        return b.Apply(DropoutOp, [x, b.Scalar(ratio, x.DType), training], attrs)[0];
+        return b.Apply(DropoutOp, [x, b.Scalar(ratio, DType.Float32), training], attrs)[0];   // ratio in fp32 whatever x's dtype
     }
 }

@@ -17,5 +17,8 @@ public static class Commands
 
     public static readonly IReadOnlyDictionary<string, Func<string[], int>> Table = new Dictionary<string, Func<string[], int>>
     {
+        ["export"] = ExportCommand.Run,
+        ["generate"] = GenerateCommand.Run,
+        ["eval"] = EvalCommand.Run,
     };
 }

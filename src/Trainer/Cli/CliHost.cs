@@ -20,6 +20,12 @@ public static class CliHost
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
+        catch (InvalidOperationException e) when (e.InnerException is Microsoft.ML.OnnxRuntime.OnnxRuntimeException && Environment.GetEnvironmentVariable("MIXLORA_DEBUG") != "1")
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine("(set MIXLORA_DEBUG=1 for the stack trace)");
+            return 1;
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             // the file system refused (unreadable folder, disk full, ...): the message names the path

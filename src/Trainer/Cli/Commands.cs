@@ -26,5 +26,8 @@ public static class Commands
         ["data"] = DataCommand.Run,
         ["build-graph"] = BuildGraphCommand.Run,
         ["train"] = TrainCommand.Run,
+        ["doctor"] = DoctorCommand.Run,
+        ["score"] = ScoreCommand.Run,
+        ["bench"] = BenchCommand.Run,
     };
 }

@@ -13,22 +13,14 @@ public sealed class DeviceTensors : IDisposable
 {
     private readonly OrtRuntime _rt;
     private readonly OrtAllocator _allocator;
-    private readonly OrtAllocator? _ownedAllocator;
     private readonly List<OrtValue> _owned = [];
 
-    /// <param name="allocatorSession">for CUDA, a session whose device allocator is used.</param>
+    /// <param name="allocatorSession">unused; kept for callers that pass the session they allocate for.</param>
     public DeviceTensors(OrtRuntime rt, InferenceSession? allocatorSession = null)
     {
         _rt = rt;
-        if (rt.Device == Device.Cpu)
-        {
-            _allocator = OrtAllocator.DefaultInstance;
-        }
-        else
-        {
-            var s = allocatorSession ?? throw Fail.Bug("CUDA tensors need a session to allocate from");
-            _allocator = _ownedAllocator = new OrtAllocator(s, rt.DeviceMemory);
-        }
+        _ = allocatorSession;
+        _allocator = rt.DeviceAllocator();
     }
 
     public long BytesAllocated { get; private set; }
@@ -92,7 +84,6 @@ public sealed class DeviceTensors : IDisposable
     {
         foreach (var v in _owned) v.Dispose();
         _owned.Clear();
-        _ownedAllocator?.Dispose();
     }
 }
 

@@ -48,7 +48,7 @@ public sealed class GraphRunner : IDisposable
 
     public GraphRunner(OrtRuntime runtime, Graph graph) : this(runtime, GraphBuilder.Onnx.OnnxWriter.ToBytes(graph)) { }
 
-    public GraphRunner(OrtRuntime runtime, byte[] model) => _session = runtime.Session(model);
+    public GraphRunner(OrtRuntime runtime, byte[] model, SessionOptions? options = null) => _session = runtime.Session(model, options);
 
     public IReadOnlyList<string> OutputNames => _session.OutputNames;
 

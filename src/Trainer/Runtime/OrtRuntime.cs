@@ -25,6 +25,12 @@ public sealed class OrtRuntime
 
     public Device Device { get; }
 
+    /// <summary>When set, every session this runtime creates writes an ORT profile (PREFIX_*.json) when disposed.</summary>
+    public string? ProfilePrefix { get; private init; }
+
+    /// <summary>This runtime with ORT profiling of every session it creates (for mixlora-bench --profile).</summary>
+    public OrtRuntime WithProfiling(string prefix) => new(Device, _epDevices) { ProfilePrefix = prefix };
+
     public static OrtRuntime Cpu { get; } = new(Device.Cpu, []);
 
     public static Device ParseDevice(string s) => s.ToLowerInvariant() switch
@@ -36,28 +42,58 @@ public sealed class OrtRuntime
 
     public static OrtRuntime For(Device device) => device == Device.Cpu ? Cpu : new(Device.Cuda, CudaDevices());
 
-    /// <summary>Memory info for tensors that live where this runtime computes.</summary>
+    /// <summary>Memory info of the device this runtime computes on (the EP device's own, for CUDA).</summary>
     public OrtMemoryInfo DeviceMemory => Device == Device.Cpu
         ? OrtMemoryInfo.DefaultInstance
-        : new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
+        : _epDevices[0].GetMemoryInfo(OrtDeviceMemoryType.DEFAULT);
+
+    /// <summary>
+    /// The allocator for device-resident tensors: the CPU default, or the CUDA device's shared allocator
+    /// owned by the environment (sessions use it too, through session.use_env_allocators).
+    /// </summary>
+    public OrtAllocator DeviceAllocator()
+    {
+        if (Device == Device.Cpu) return OrtAllocator.DefaultInstance;
+        lock (Gate)
+        {
+            var env = OrtEnv.Instance();
+            return env.GetSharedAllocator(DeviceMemory)
+                ?? env.CreateSharedAllocator(_epDevices[0], OrtDeviceMemoryType.DEFAULT, OrtAllocatorType.ArenaAllocator, new Dictionary<string, string>());
+        }
+    }
 
     /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>
-    public SessionOptions Options(bool profile = false)
+    /// <summary>
+    /// MIXLORA_STRICT_PLACEMENT=1: session creation fails when any node is assigned to the CPU. Off by
+    /// default because ORT deliberately places small int64 shape computations on the CPU; placement of
+    /// compute nodes is checked from the profiler instead (mixlora-bench reports it).
+    /// </summary>
+    public static bool StrictPlacement { get; } = Environment.GetEnvironmentVariable("MIXLORA_STRICT_PLACEMENT") == "1";
+
+    /// <summary>MIXLORA_CUDA_OPTIONS="k=v;k=v" replaces the provider options (for diagnosis).</summary>
+    private static Dictionary<string, string> ProviderOptions()
+    {
+        var env = Environment.GetEnvironmentVariable("MIXLORA_CUDA_OPTIONS");
+        if (env != null) return env.Split(';', StringSplitOptions.RemoveEmptyEntries).Select(kv => kv.Split('=', 2)).ToDictionary(p => p[0], p => p[1]);
+        // grow the arena by what is requested, not by powers of two
+        return new() { ["arena_extend_strategy"] = "kSameAsRequested" };
+    }
+
+    /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only; default <see cref="StrictPlacement"/>).</param>
+    public SessionOptions Options(bool profile = false, bool? strict = null)
     {
         var o = new SessionOptions
         {
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
-        if (profile) o.EnableProfiling = true;
+        if (ProfilePrefix != null) o.ProfileOutputPathPrefix = ProfilePrefix;
+        if (profile || ProfilePrefix != null) o.EnableProfiling = true;
         if (Device == Device.Cuda)
         {
-            o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, new Dictionary<string, string>
-            {
-                // grow the arena by what is requested, not by powers of two
-                ["arena_extend_strategy"] = "kSameAsRequested",
-                ["cudnn_conv_algo_search"] = "HEURISTIC",
-            });
+            o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, ProviderOptions());
+            if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
+            o.AddSessionConfigEntry("session.use_env_allocators", "1");
         }
         return o;
     }

@@ -38,32 +38,43 @@ public static class ArtifactsBuilder
         {
             Model.WeightLoader.Validate(model, graphs["grad_step"].Weights);
         }
-        var specs = new Dictionary<string, GraphSpec>();
         foreach (var (name, g) in graphs)
         {
             OnnxWriter.Save(g.Graph, Path.Combine(o.OutDir, name + ".onnx"));
-            specs[name] = new GraphSpec(name + ".onnx", g.Graph.Inputs.Select(Spec).ToArray(), g.Graph.Outputs.Select(Spec).ToArray());
             log?.WriteLine($"  {name}.onnx: {g.Graph.Nodes.Length} nodes");
         }
-        var trainable = graphs["grad_step"].Trainable;
-        WriteInitialAdapter(o, adapterCfg, trainable);
-        var manifest = new Manifest
+        WriteInitialAdapter(o, adapterCfg, graphs["grad_step"].Trainable);
+        var manifest = Describe(spec, graphs, o.Device) with
         {
             ModelPath = Path.GetFullPath(o.ModelDir),
             ModelFingerprint = ModelConfig.Fingerprint(o.ModelDir),
-            ModelType = cfg.ModelType,
-            MicroBatchSize = o.MicroBatch,
-            SeqLen = o.SeqLen,
-            WeightDType = o.DType.Name(),
-            ComputeDType = o.DType.Name(),
-            Device = o.Device.ToString().ToLowerInvariant(),
-            Accumulate = true,
-            Graphs = specs,
-            Trainable = trainable.Select(t => new TensorSpec(t.Key, "float32", t.Shape)).ToArray(),
-            Weights = graphs["grad_step"].Weights.Values.Select(Spec).ToArray(),
         };
         manifest.Save(o.OutDir);
         return manifest;
+    }
+
+    /// <summary>
+    /// The manifest of compiled graphs (graph files named NAME.onnx); ModelPath and ModelFingerprint are
+    /// left empty for the caller to set (a folder on disk, or none for in-memory graphs such as the bench's).
+    /// </summary>
+    public static Manifest Describe(TrainSpec spec, IReadOnlyDictionary<string, CompiledGraph> graphs, Device device)
+    {
+        var grad = graphs["grad_step"];
+        return new Manifest
+        {
+            ModelPath = "",
+            ModelFingerprint = "",
+            ModelType = spec.Model.ModelType,
+            MicroBatchSize = spec.Shapes.MicroBatch,
+            SeqLen = spec.Shapes.SeqLen,
+            WeightDType = spec.WeightType.Name(),
+            ComputeDType = spec.Compute.Name(),
+            Device = device.ToString().ToLowerInvariant(),
+            Accumulate = graphs.ContainsKey("grad_accum_step"),
+            Graphs = graphs.ToDictionary(p => p.Key, p => new GraphSpec(p.Key + ".onnx", p.Value.Graph.Inputs.Select(Spec).ToArray(), p.Value.Graph.Outputs.Select(Spec).ToArray())),
+            Trainable = grad.Trainable.Select(t => new TensorSpec(t.Key, "float32", t.Shape)).ToArray(),
+            Weights = grad.Weights.Values.Select(Spec).ToArray(),
+        };
     }
 
     private static TensorSpec Spec(Value v) => new(v.Name, v.DType.Name(), v.Shape?.Dims.Select(d => d.IsStatic ? d.Value : -1).ToArray() ?? []);

@@ -1,7 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Graphs;
-using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.GraphBuilder.Optim;
@@ -23,7 +22,7 @@ public sealed record StepResult(double Loss, double LmLoss, double AuxLoss, doub
 public sealed class StepRunner : IDisposable
 {
     private readonly OrtRuntime _rt;
-    private readonly string _dir;
+    private readonly Func<string, byte[]> _graphs;
     private readonly BoundSession _grad;
     private readonly Lazy<BoundSession> _gradAcc, _eval;
     private readonly BoundSession _opt;
@@ -31,34 +30,51 @@ public sealed class StepRunner : IDisposable
     private readonly Dictionary<string, OrtValue> _weights = new(StringComparer.Ordinal);
     private readonly HostScalars _io;
 
+    /// <summary>Reads the graphs from the artifacts folder and the frozen weights from the manifest's model.</summary>
     public StepRunner(OrtRuntime rt, Manifest manifest, string artifactsDir, OptimizerOptions optimizer, AdapterWeights init, AdapterWeights? m = null, AdapterWeights? v = null)
+        : this(rt, manifest, name => File.ReadAllBytes(Path.Combine(artifactsDir, manifest.Graphs[name].File)), new SafetensorsWeights(manifest.ModelPath), optimizer, init, m, v)
     {
-        (_rt, _dir, Manifest) = (rt, artifactsDir, manifest);
-        _grad = Open("grad_step");
+    }
+
+    /// <summary>
+    /// Graphs come from <paramref name="graphs"/> (name → ONNX bytes, asked for `grad_step` at once and for
+    /// `grad_accum_step` / `eval_step` on first use), frozen weights from <paramref name="weights"/>, which
+    /// the runner disposes (when disposable) once they are uploaded.
+    /// </summary>
+    public StepRunner(OrtRuntime rt, Manifest manifest, Func<string, byte[]> graphs, IWeightProvider weights, OptimizerOptions optimizer, AdapterWeights init, AdapterWeights? m = null, AdapterWeights? v = null)
+    {
+        (_rt, _graphs, Manifest) = (rt, graphs, manifest);
         _gradAcc = new(() => Open("grad_accum_step"));
         _eval = new(() => Open("eval_step"));
-        var tensors = manifest.Trainable.Select(t => new ParamSpec(t.Name, t.Shape)).ToArray();
-        _opt = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.Build(tensors, optimizer with { GradScaleInput = true })));
-        _store = new DeviceTensors(rt, _grad.Session);
-        UploadWeights();
+        try
+        {
+            _grad = Open("grad_step");
+            var tensors = manifest.Trainable.Select(t => new ParamSpec(t.Name, t.Shape)).ToArray();
+            _opt = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.Build(tensors, optimizer with { GradScaleInput = true })));
+            _store = new DeviceTensors(rt, _grad.Session);
+            UploadWeights(weights);
+        }
+        finally
+        {
+            (weights as IDisposable)?.Dispose();
+        }
         var trainable = manifest.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();
         State = new TrainState(_store, trainable);
         State.Load(init, m, v);
-        _io = new HostScalars(manifest);
+        _io = new HostScalars(_store, manifest);
     }
 
     public Manifest Manifest { get; }
     public TrainState State { get; }
     public long DeviceBytes => _store.BytesAllocated;
 
-    private BoundSession Open(string name) => new(_rt, File.ReadAllBytes(Path.Combine(_dir, Manifest.Graphs[name].File)));
+    private BoundSession Open(string name) => new(_rt, _graphs(name));
 
-    private void UploadWeights()
+    private void UploadWeights(IWeightProvider provider)
     {
-        using var model = new SafetensorsModel(Manifest.ModelPath);
         var declared = Manifest.Weights.ToDictionary(w => w.Name, w => new Value(w.Name, DTypes.Parse(w.DType), Shape.Of(w.Shape)));
-        WeightLoader.Validate(model, declared);
-        foreach (var (key, v) in declared) _weights[key] = _store.Upload(WeightLoader.Load(model, key, v.DType));
+        provider.Validate(declared);
+        foreach (var (key, v) in declared) _weights[key] = _store.Upload(provider.Load(key, v.DType, v.S.ToLongs()));
     }
 
     /// <summary>One optimizer step over the given micro-batches (step is 1-based, as AdamW's t).</summary>
@@ -102,6 +118,7 @@ public sealed class StepRunner : IDisposable
             outputs[TrainGraphs.Logits] = _io.Scratch(_eval.Value, TrainGraphs.Logits);
             _eval.Value.Run(inputs, outputs);
             foreach (var d in dispose) d.Dispose();
+            _io.ReadStepOutputs();
             var valid = _io.Value(TrainGraphs.ValidTokens);
             (lm, loss, tokens) = (lm + (_io.Value(TrainGraphs.LmLoss) * valid), loss + (_io.Value(TrainGraphs.Loss) * valid), tokens + valid);
         }
@@ -112,14 +129,9 @@ public sealed class StepRunner : IDisposable
     {
         var inputs = new Dictionary<string, OrtValue>(_weights, StringComparer.Ordinal);
         foreach (var t in State.Trainable) inputs[t.Key] = State.Params[t.Key].Current;
-        long[] shape = [b.B, b.T];
-        var owned = new List<OrtValue>
-        {
-            OrtValue.CreateTensorValueFromMemory(b.InputIds, shape),
-            OrtValue.CreateTensorValueFromMemory(b.AttentionMask, shape),
-            OrtValue.CreateTensorValueFromMemory(b.Labels, shape),
-        };
-        (inputs["input_ids"], inputs["attention_mask"], inputs[TrainGraphs.Labels]) = (owned[0], owned[1], owned[2]);
+        _io.Load(b);
+        foreach (var (k, v) in _io.Batch) inputs[k] = v;
+        var owned = new List<OrtValue>();
         inputs[TrainGraphs.Training] = training ? _io.True : _io.False;
         var outputs = new Dictionary<string, OrtValue>(_io.StepOutputs, StringComparer.Ordinal);
         return (inputs, outputs, owned);
@@ -131,7 +143,6 @@ public sealed class StepRunner : IDisposable
         if (_gradAcc.IsValueCreated) _gradAcc.Value.Dispose();
         if (_eval.IsValueCreated) _eval.Value.Dispose();
         _opt.Dispose();
-        _io.Dispose();
         _store.Dispose();
     }
 }

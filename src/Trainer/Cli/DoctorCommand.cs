@@ -1,0 +1,43 @@
+using System.CommandLine;
+using System.Text.Json;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.Trainer.Diagnostics;
+using MixLoRA.Trainer.Runtime;
+
+namespace MixLoRA.Trainer.Cli;
+
+/// <summary>
+/// `mixlora-doctor`: checks the runtime (ONNX Runtime loads, the CUDA provider and a GPU are found) and,
+/// with --ops, which catalog ops run forward and backward per dtype with every node on the device.
+/// </summary>
+public static class DoctorCommand
+{
+    public static int Run(string[] args)
+    {
+        var device = new Option<string>("--device") { DefaultValueFactory = _ => "cpu", Description = "cpu | cuda" };
+        var ops = new Option<bool>("--ops") { Description = "probe every catalog op (forward + gradient) per dtype" };
+        var dtypes = new Option<string>("--dtypes") { DefaultValueFactory = _ => "bfloat16,float16,float32" };
+        var output = new Option<string?>("--out") { Description = "write the probe results as JSON" };
+        var smoke = new Option<bool>("--smoke") { Description = "run a few tiny graphs step by step" };
+        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke };
+        command.SetAction(p =>
+        {
+            var dev = OrtRuntime.ParseDevice(p.GetValue(device)!);
+            var rt = OrtRuntime.For(dev);
+            Console.WriteLine($"ONNX Runtime {Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString()} on {dev.ToString().ToLowerInvariant()}" +
+                (dev == Device.Cuda ? $" (provider {OrtRuntime.FindCudaProvider()})" : ""));
+            if (p.GetValue(smoke)) Smoke.Run(rt);
+            if (!p.GetValue(ops)) return 0;
+            var types = p.GetValue(dtypes)!.Split(',').Select(DTypes.Parse).ToArray();
+            var results = OpProbe.Run(rt, types, r =>
+            {
+                Console.WriteLine($"  {r.Op,-18} {r.DType,-9} {(r.Ok ? "ok" : "FAIL  " + r.Error)}");
+                Console.Out.Flush();
+            });
+            Console.WriteLine($"{results.Count(r => r.Ok)} of {results.Count} op × dtype probes ran with every node on {dev.ToString().ToLowerInvariant()}");
+            if (p.GetValue(output) is { } path) File.WriteAllText(path, JsonSerializer.Serialize(results));
+            return 0;
+        });
+        return command.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+    }
+}

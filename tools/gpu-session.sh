@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One GPU session on the device machine (after ../shared/device/stage.sh pieces are in place):
+# smoke checks, CUDA parity training (fp32/bf16), then benchmarks. Results go to $OUT (log.txt,
+# bench.jsonl, metrics-*.jsonl, probe.txt). usage: bash tools/gpu-session.sh [smoke|parity|bench|probe]...
+set -uo pipefail
+source /root/mixlora/env.sh
+T="$DOTNET $APP/MixLoRA.Trainer.dll"
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+log() { echo "== $*" | tee -a "$OUT/log.txt"; }
+run() { timeout "${LIMIT:-240}" "$@" >> "$OUT/log.txt" 2>&1; local rc=$?; echo "   rc=$rc" >> "$OUT/log.txt"; return $rc; }
+parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(smoke parity bench)
+for part in "${parts[@]}"; do
+  case $part in
+    smoke) log smoke; run $T doctor --device cuda --smoke ;;
+    parity)
+      for dt in float32 bfloat16; do
+        log "parity $dt"
+        run $T build-graph --model .dev/parity/model --adapter .dev/parity/adapter_init --out /tmp/a-$dt --seq-len 64 --micro-batch-size 2 --dtype $dt --device cuda &&
+        run $T train --artifacts /tmp/a-$dt --data .dev/parity/data.jsonl --out /tmp/r-$dt --batch-size 2 --steps 3 --lr 0.01 --weight-decay 0.01 --no-shuffle --device cuda --quiet
+        cp /tmp/r-$dt/metrics.jsonl "$OUT/metrics-$dt.jsonl" 2>/dev/null
+      done ;;
+    bench)
+      IFS='|' read -ra cases <<< "${BENCH:-tinyllama-1.1b mixlora|tinyllama-1.1b lora|llama2-7b mixlora|llama2-7b lora}"
+      for c in "${cases[@]}"; do
+        set -- $c
+        log "bench $c"
+        LIMIT=420 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps "${STEPS:-8}" --warmup 3 ${BENCH_EXTRA:-} --quiet
+        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench.jsonl"
+      done ;;
+    probe) log probe; run $T doctor --device cuda --ops --dtypes "${DTYPES:-bfloat16,float16}" ;;
+  esac
+done
+grep -v '^   at ' "$OUT/log.txt" | cut -c1-300 | tail -60
