@@ -84,7 +84,13 @@ public sealed class OrtRuntime
     {
         var o = new SessionOptions
         {
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            GraphOptimizationLevel = Environment.GetEnvironmentVariable("MIXLORA_ORT_OPT") switch
+            {
+                "disable" => GraphOptimizationLevel.ORT_DISABLE_ALL,
+                "basic" => GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                "extended" => GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                _ => GraphOptimizationLevel.ORT_ENABLE_ALL,
+            },
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         if (ProfilePrefix != null) o.ProfileOutputPathPrefix = ProfilePrefix;
@@ -93,7 +99,7 @@ public sealed class OrtRuntime
         {
             o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, ProviderOptions());
             if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
-            o.AddSessionConfigEntry("session.use_env_allocators", "1");
+            if (Environment.GetEnvironmentVariable("MIXLORA_ENV_ALLOCATORS") != "0") o.AddSessionConfigEntry("session.use_env_allocators", "1");
         }
         return o;
     }
