@@ -20,7 +20,8 @@ public static class DoctorCommand
         var output = new Option<string?>("--out") { Description = "write the probe results as JSON" };
         var smoke = new Option<bool>("--smoke") { Description = "run a few tiny graphs step by step" };
         var graphs = new Option<string[]>("--graph") { Description = "run these .onnx files on random inputs", Arity = ArgumentArity.ZeroOrMore, AllowMultipleArgumentsPerToken = true };
-        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke, graphs };
+        var perNode = new Option<bool>("--per-node") { Description = "with --graph: run each distinct node alone" };
+        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke, graphs, perNode };
         command.SetAction(p =>
         {
             var dev = OrtRuntime.ParseDevice(p.GetValue(device)!);
@@ -28,7 +29,11 @@ public static class DoctorCommand
             Console.WriteLine($"ONNX Runtime {Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString()} on {dev.ToString().ToLowerInvariant()}" +
                 (dev == Device.Cuda ? $" (provider {OrtRuntime.FindCudaProvider()})" : ""));
             if (p.GetValue(smoke)) Smoke.Run(rt);
-            foreach (var g in p.GetValue(graphs) ?? []) GraphCheck.Run(rt, g);
+            foreach (var g in p.GetValue(graphs) ?? [])
+            {
+                if (p.GetValue(perNode)) NodeBisect.Run(rt, g);
+                else GraphCheck.Run(rt, g);
+            }
             if (!p.GetValue(ops)) return 0;
             var types = p.GetValue(dtypes)!.Split(',').Select(DTypes.Parse).ToArray();
             var results = OpProbe.Run(rt, types, r =>
