@@ -27,6 +27,10 @@ for part in "${parts[@]}"; do
         LIMIT=420 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps "${STEPS:-8}" --warmup 3 ${BENCH_EXTRA:-} --quiet
         grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench.jsonl"
       done ;;
+    bisect)
+      log bisect
+      run $T build-graph --model .dev/parity/model --adapter .dev/parity/adapter_init --out /tmp/pb --seq-len 64 --micro-batch-size 2 --dtype ${DT:-float32} --device cuda
+      for g in eval_step grad_step grad_accum_step; do run $T doctor --device cuda --graph /tmp/pb/$g.onnx --per-node || { grep -v ' ok$' "$OUT/log.txt" | tail -3; }; done ;;
     probe) log probe; run $T doctor --device cuda --ops --dtypes "${DTYPES:-bfloat16,float16}" ;;
   esac
 done
