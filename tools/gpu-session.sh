@@ -30,7 +30,15 @@ for part in "${parts[@]}"; do
     bisect)
       log bisect
       run $T build-graph --model .dev/parity/model --adapter .dev/parity/adapter_init --out /tmp/pb --seq-len 64 --micro-batch-size 2 --dtype ${DT:-float32} --device cuda
-      for g in eval_step grad_step grad_accum_step; do run $T doctor --device cuda --graph /tmp/pb/$g.onnx --per-node || { grep -v ' ok$' "$OUT/log.txt" | tail -3; }; done ;;
+      skip=""
+      for g in eval_step grad_step grad_accum_step; do
+        for i in 1 2 3 4 5 6; do
+          MIXLORA_BISECT_SKIP=$skip timeout 200 $T doctor --device cuda --graph /tmp/pb/$g.onnx --per-node > /tmp/bisect.txt 2>&1 && break
+          bad=$(grep -a '^node ' /tmp/bisect.txt | grep -av ' ok$' | tail -1 | awk '{print $2}')
+          echo "   $g: crash in $bad" | tee -a "$OUT/log.txt"; [ -z "$bad" ] && break; skip="$skip,$bad"
+        done
+      done
+      echo "   crashing ops: $skip" | tee -a "$OUT/log.txt" ;;
     probe) log probe; run $T doctor --device cuda --ops --dtypes "${DTYPES:-bfloat16,float16}" ;;
   esac
 done
