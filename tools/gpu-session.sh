@@ -39,6 +39,17 @@ for part in "${parts[@]}"; do
         done
       done
       echo "   crashing ops: $skip" | tee -a "$OUT/log.txt" ;;
+    prefix)
+      log "prefix bisection of ${G:-eval_step}"
+      run $T build-graph --model .dev/parity/model --adapter .dev/parity/adapter_init --out /tmp/pb --seq-len 64 --micro-batch-size 2 --dtype ${DT:-float32} --device cuda
+      lo=1; hi=$(grep -ac . /dev/null); hi=${N:-2000}
+      while [ $((hi - lo)) -gt 1 ]; do
+        mid=$(( (lo + hi) / 2 ))
+        if timeout 60 $T doctor --device cuda --graph /tmp/pb/${G:-eval_step}.onnx --prefix $mid > /tmp/p.txt 2>&1; then lo=$mid; else hi=$mid; fi
+        grep -a '^prefix' /tmp/p.txt | tail -1 >> "$OUT/log.txt"
+      done
+      echo "   first crashing prefix: $hi" | tee -a "$OUT/log.txt"
+      timeout 60 $T doctor --device cuda --graph /tmp/pb/${G:-eval_step}.onnx --prefix $hi 2>&1 | grep -a '^prefix' | tee -a "$OUT/log.txt" ;;
     probe) log probe; run $T doctor --device cuda --ops --dtypes "${DTYPES:-bfloat16,float16}" ;;
   esac
 done

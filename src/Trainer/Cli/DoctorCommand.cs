@@ -21,7 +21,8 @@ public static class DoctorCommand
         var smoke = new Option<bool>("--smoke") { Description = "run a few tiny graphs step by step" };
         var graphs = new Option<string[]>("--graph") { Description = "run these .onnx files on random inputs", Arity = ArgumentArity.ZeroOrMore, AllowMultipleArgumentsPerToken = true };
         var perNode = new Option<bool>("--per-node") { Description = "with --graph: run each distinct node alone" };
-        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke, graphs, perNode };
+        var prefix = new Option<int?>("--prefix") { Description = "with --graph: run only the first K nodes" };
+        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke, graphs, perNode, prefix };
         command.SetAction(p =>
         {
             var dev = OrtRuntime.ParseDevice(p.GetValue(device)!);
@@ -31,7 +32,8 @@ public static class DoctorCommand
             if (p.GetValue(smoke)) Smoke.Run(rt);
             foreach (var g in p.GetValue(graphs) ?? [])
             {
-                if (p.GetValue(perNode)) NodeBisect.Run(rt, g);
+                if (p.GetValue(prefix) is { } k) GraphCheck.Run(rt, PrefixGraph.Write(g, k));
+                else if (p.GetValue(perNode)) NodeBisect.Run(rt, g);
                 else GraphCheck.Run(rt, g);
             }
             if (!p.GetValue(ops)) return 0;
