@@ -21,7 +21,7 @@ public static class CausalLmLoss
     //                                                  │                          │
     //  logits (N,V) ─Cast fp32─▶ LogSoftmax ─▶ logp (N,V)                          │
     //                                  │                                          │
-    //            GatherElements(logp, valid ? targets : 0, axis 1) ─▶ (N,1)        │
+    //            Σ_v [v == target] · logp  (one-hot pick, no gather) ─▶ (N,1)      │
     //                                  │                                          │
     //                     nll = −picked ⊙ mask ─ΣN─▶ sum ()         count = Σ mask ()
     //                                  └──────────▶ loss = sum / max(count, 1) ◀──┘
@@ -40,10 +40,15 @@ public static class CausalLmLoss
         var pad = b.Const(TensorData.FromLongs("", Enumerable.Repeat(ignoreIndex, (int)rows).ToArray(), rows, 1)); // (B, 1)
         var targets = b.Reshape(b.Concat(1, next, pad), -1, 1);                                 // (N, 1)
         var valid = b.Not(b.Equal(targets, b.Int(ignoreIndex)));                               // (N, 1) bool
-        var safe = b.Where(valid, targets, b.Int(0));                                           // (N, 1) int64
 
+        // log p(target) = Σ_v [v == target] · logp[v]: no GatherElements, whose CUDA kernel in ORT 1.29
+        // crashed when its indices were computed in-graph (mixlora-doctor --prefix found it); an ignored
+        // target (−100) matches no v and contributes 0
+        var vocab = logits.S[-1].Value;
+        var iota = b.Ints(Enumerable.Range(0, (int)vocab).Select(v => (long)v).ToArray());      // (V)
         var logp = b.LogSoftmax(b.Cast(logits, compute), -1);                                  // (N, V)
-        var picked = b.GatherElements(logp, safe, 1);                                           // (N, 1)
+        var hit = b.Equal(targets, iota);                                                       // (N, V) bool
+        var picked = b.ReduceSum(b.Where(hit, logp, b.Scalar(0, compute)), [-1], keepDims: true);   // (N, 1)
         var mask = b.Cast(valid, compute);                                                      // (N, 1)
         var sum = b.ReduceSum(b.Neg(b.Mul(picked, mask)));                                      // ()
         var count = b.ReduceSum(mask);                                                          // ()
