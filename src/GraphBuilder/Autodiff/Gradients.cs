@@ -53,7 +53,7 @@ public static class Gradients
             return;
         }
         var outputs = node.Outputs.Select(b.Get).ToArray();
-        var ctx = new GradContext(b, node, inputs, outputs, outGrads);
+        var ctx = new GradContext(b, node, inputs, outputs, outGrads, name => live.Contains("v:" + name));
         Value?[] dIn;
         using (b.Scope(node.Name.Replace('/', '.')))
         {

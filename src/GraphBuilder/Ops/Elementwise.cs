@@ -26,14 +26,14 @@ public static class ElementwiseOps
     public static readonly OpDef AddOp = new("Add")
     {
         Infer = Binary,
-        Grad = g => [g.B.SumTo(g.Dy, g.X(0)), g.B.SumTo(g.Dy, g.X(1))],
+        Grad = g => [g.Wants(0) ? g.B.SumTo(g.Dy, g.X(0)) : null, g.Wants(1) ? g.B.SumTo(g.Dy, g.X(1)) : null],
         Cases = [.. BinaryCases((b, x, y) => b.Add(x, y))],
     };
 
     public static readonly OpDef SubOp = new("Sub")
     {
         Infer = Binary,
-        Grad = g => [g.B.SumTo(g.Dy, g.X(0)), g.B.SumTo(g.B.Neg(g.Dy), g.X(1))],
+        Grad = g => [g.Wants(0) ? g.B.SumTo(g.Dy, g.X(0)) : null, g.Wants(1) ? g.B.SumTo(g.B.Neg(g.Dy), g.X(1)) : null],
         Cases = [.. BinaryCases((b, x, y) => b.Sub(x, y))],
     };
 

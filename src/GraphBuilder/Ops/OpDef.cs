@@ -42,7 +42,7 @@ public sealed class InferContext(Builder builder, Node node, IReadOnlyList<Value
 }
 
 /// <summary>What a gradient rule sees: the forward node, its inputs/outputs and the output gradients.</summary>
-public sealed class GradContext(Builder builder, Node node, IReadOnlyList<Value?> inputs, IReadOnlyList<Value> outputs, IReadOnlyList<Value?> outGrads)
+public sealed class GradContext(Builder builder, Node node, IReadOnlyList<Value?> inputs, IReadOnlyList<Value> outputs, IReadOnlyList<Value?> outGrads, Func<string, bool>? needed = null)
 {
     public Builder B { get; } = builder;
     public Node Node { get; } = node;
@@ -53,8 +53,11 @@ public sealed class GradContext(Builder builder, Node node, IReadOnlyList<Value?
     public Value Y(int i = 0) => Outputs[i];
     /// <summary>Gradient of output 0 (or a zero tensor when only other outputs receive gradient).</summary>
     public Value Dy => OutGrads[0] ?? throw Fail.Bug($"{Node.OpType} '{Node.Name}' has no gradient on output 0");
-    /// <summary>True when input i is a float tensor that may need a gradient.</summary>
-    public bool Wants(int i) => i < Inputs.Count && Inputs[i] is { } v && v.DType.IsFloat();
+    /// <summary>
+    /// True when input i is a float tensor on a path from a parameter: rules emit nothing for the others
+    /// (frozen weights get no weight-gradient GEMM).
+    /// </summary>
+    public bool Wants(int i) => i < Inputs.Count && Inputs[i] is { } v && v.DType.IsFloat() && (needed?.Invoke(v.Name) ?? true);
 }
 
 /// <summary>How a gradient-check input is filled.</summary>

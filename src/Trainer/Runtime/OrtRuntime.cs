@@ -75,8 +75,9 @@ public sealed class OrtRuntime
     {
         var env = Environment.GetEnvironmentVariable("MIXLORA_CUDA_OPTIONS");
         if (env != null) return env.Split(';', StringSplitOptions.RemoveEmptyEntries).Select(kv => kv.Split('=', 2)).ToDictionary(p => p[0], p => p[1]);
-        // grow the arena by what is requested, not by powers of two
-        return new() { ["arena_extend_strategy"] = "kSameAsRequested" };
+        // grow the arena by what is requested, not by powers of two; no TF32 (float32 graphs must compute
+        // in float32: parity runs on the GPU drifted by 4e-4 with TF32 matmuls)
+        return new() { ["arena_extend_strategy"] = "kSameAsRequested", ["use_tf32"] = "0" };
     }
 
     /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only; default <see cref="StrictPlacement"/>).</param>

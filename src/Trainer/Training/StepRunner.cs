@@ -49,7 +49,7 @@ public sealed class StepRunner : IDisposable
         try
         {
             _grad = Open("grad_step");
-            var tensors = manifest.Trainable.Select(t => new ParamSpec(t.Name, t.Shape)).ToArray();
+            ParamSpec[] tensors = [new(TrainGraphs.FlatParams, [manifest.Trainable.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b))])];
             _opt = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.Build(tensors, optimizer with { GradScaleInput = true })));
             _store = new DeviceTensors(rt, _grad.Session);
             UploadWeights(weights);
@@ -59,7 +59,7 @@ public sealed class StepRunner : IDisposable
             (weights as IDisposable)?.Dispose();
         }
         var trainable = manifest.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();
-        State = new TrainState(_store, trainable);
+        State = new TrainState(_store, rt, trainable);
         State.Load(init, m, v);
         _io = new HostScalars(_store, manifest);
     }
@@ -86,14 +86,11 @@ public sealed class StepRunner : IDisposable
         {
             var session = i == 0 ? _grad : _gradAcc.Value;
             var (inputs, outputs, dispose) = Feeds(micro[i], training: true);
-            foreach (var t in State.Trainable)
-            {
-                if (i > 0) inputs[TrainGraphs.AccName(t.Key)] = State.Grads[t.Key].Current;
-                outputs[AdamW.GradName(t.Key)] = State.Grads[t.Key].Next;
-            }
+            if (i > 0) inputs[TrainGraphs.FlatGradsAcc] = State.Grads.Current;
+            outputs[TrainGraphs.FlatGrads] = State.Grads.Next;
             session.Run(inputs, outputs);
             foreach (var d in dispose) d.Dispose();
-            foreach (var t in State.Trainable) State.Grads[t.Key].Swap();
+            State.Grads.Swap();
             _io.Accumulate(sums, ref load);
         }
         _io.SetOptimizer(step, lr, 1.0 / micro.Count);
@@ -114,7 +111,7 @@ public sealed class StepRunner : IDisposable
         foreach (var b in batches)
         {
             var (inputs, outputs, dispose) = Feeds(b, training: false);
-            foreach (var t in State.Trainable) inputs[t.Key] = State.Params[t.Key].Current;
+            foreach (var (k, v) in State.ParamViews()) inputs[k] = v;
             outputs[TrainGraphs.Logits] = _io.Scratch(_eval.Value, TrainGraphs.Logits);
             _eval.Value.Run(inputs, outputs);
             foreach (var d in dispose) d.Dispose();
@@ -128,7 +125,7 @@ public sealed class StepRunner : IDisposable
     private (Dictionary<string, OrtValue> In, Dictionary<string, OrtValue> Out, List<OrtValue> Dispose) Feeds(Batch b, bool training)
     {
         var inputs = new Dictionary<string, OrtValue>(_weights, StringComparer.Ordinal);
-        foreach (var t in State.Trainable) inputs[t.Key] = State.Params[t.Key].Current;
+        foreach (var (k, v) in State.ParamViews()) inputs[k] = v;
         _io.Load(b);
         foreach (var (k, v) in _io.Batch) inputs[k] = v;
         var owned = new List<OrtValue>();
@@ -143,6 +140,7 @@ public sealed class StepRunner : IDisposable
         if (_gradAcc.IsValueCreated) _gradAcc.Value.Dispose();
         if (_eval.IsValueCreated) _eval.Value.Dispose();
         _opt.Dispose();
+        State.Dispose();
         _store.Dispose();
     }
 }
