@@ -36,7 +36,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var h = b.Mul(Activate(g), u);                                                    // (N, K|1, F)
         if (h.S[1].Value != slots) h = b.Add(h, b.Floats(new double[slots], compute, 1, slots, 1));   // (N, K, F)
         var w = b.Cast(b.Unsqueeze(routing.Weights, 2), compute);                         // (N, K, 1)
-        var mixed = b.ReduceSum(b.Mul(h, w), [1]);                                        // (N, F)
+        var mixed = b.Squeeze(b.SumSlices(b.Mul(h, w), 1, slots), 1);                        // (N, F)
         var y = site.Frozen("down_proj", mixed);                                          // (N, D)
         if (cfg.Targets("down_proj"))
         {
@@ -44,7 +44,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
             var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", e, d, S.R, axis: 1);  // (D, E·R)
             var hn = b.Reshape(LoraLayer.Dropout(b, h, S.LoraDropout, training), -1, f);  // (N·K, F)
             var z = b.Reshape(b.Linear(hn, a2), -1, slots, e * S.R);                      // (N, K, E·R)
-            var zw = b.ReduceSum(b.Mul(b.Mul(z, mask), w), [1]);                          // (N, E·R)
+            var zw = b.Squeeze(b.SumSlices(b.Mul(b.Mul(z, mask), w), 1, slots), 1);          // (N, E·R)
             y = b.Add(y, b.Scale(b.Linear(zw, b2), S.Scaling));                           // (N, D)
         }
         return (y, routing);

@@ -29,33 +29,24 @@ public static class TrainGraphs
 
     public static string AccName(string key) => key + ".grad.acc";
 
-    /// <summary>The flat gradient output (P) and, with accumulation, its running-sum input.</summary>
-    public const string FlatGrads = "grads.flat", FlatGradsAcc = "grads.flat.acc";
-
     /// <summary>The flat trainable vector the optimizer graph updates (names per <see cref="AdamW"/>).</summary>
     public const string FlatParams = "trainable";
 
     /// <summary>
-    /// Gradient step. All gradients leave as one flat fp32 vector `grads.flat` in trainable order (the
-    /// optimizer then updates every tensor in one pass instead of ~17 kernels per tensor); with
-    /// accumulation `grads.flat.acc` is added in.
+    /// Gradient step: `KEY.grad` per trainable tensor (plus `KEY.grad.acc` with accumulation). The trainer
+    /// binds these to views of one flat gradient buffer, so the optimizer updates everything in one pass
+    /// with no Concat (a 1,254-input CUDA Concat cost 1.1 s per step on TinyLlama-shape MixLoRA).
     /// </summary>
     public static CompiledGraph GradStep(TrainSpec spec)
     {
         var (b, adapter, loss, weights) = Forward("grad_step", spec, withTraining: true);
         var parameters = adapter.Params.Inputs;
         var grads = Gradients.Emit(b, loss, parameters);
-        Value? acc = null;
-        using (b.Scope("grads"))
+        foreach (var p in parameters)
         {
-            var parts = parameters.Select(p => b.Reshape(b.Cast(grads[p.Name], DType.Float32), -1)).ToArray();
-            var flat = b.Concat(0, parts);                                                        // (P)
-            if (spec.Accumulate)
-            {
-                acc = b.Input(FlatGradsAcc, DType.Float32, flat.S);
-                flat = b.Add(acc, flat);
-            }
-            b.Output(flat, FlatGrads);
+            var g = b.Cast(grads[p.Name], DType.Float32);
+            if (spec.Accumulate) g = b.Add(b.Input(AccName(p.Name), DType.Float32, p.Shape), g);
+            b.Output(g, AdamW.GradName(p.Name));
         }
         return Compile(b, adapter, weights);
     }

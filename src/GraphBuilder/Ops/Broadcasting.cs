@@ -54,8 +54,27 @@ public static class Broadcasting
             throw Fail.Bug($"cannot tell whether '{target.Name}' {ts} was broadcast to {gs}; give static or matching symbolic dims");
         }
         var g = grad;
-        if (keepAxes.Count > 0) g = b.ReduceSum(g, keepAxes.ToArray(), keepDims: true);
+        if (keepAxes.Count == 1 && gs.Dims[(int)keepAxes[0]] is { IsStatic: true, Value: > 1 and <= 8 } small)
+        {
+            g = b.SumSlices(g, (int)keepAxes[0], small.Value);
+        }
+        else if (keepAxes.Count > 0)
+        {
+            g = b.ReduceSum(g, keepAxes.ToArray(), keepDims: true);
+        }
         if (lead > 0) g = b.ReduceSum(g, Enumerable.Range(0, lead).Select(i => (long)i).ToArray(), keepDims: false);
         return g;
+    }
+
+    /// <summary>
+    /// Sum over a small static axis (keepdims) as Split + Add: ORT's CUDA ReduceSum over a middle axis of
+    /// (N, K, F) tensors was 13% of a MixLoRA step; elementwise adds are much cheaper for K ≤ 8.
+    /// </summary>
+    public static Value SumSlices(this Builder b, Value x, int axis, long n)
+    {
+        var parts = b.Split(x, axis, Enumerable.Repeat(1L, (int)n).ToArray());
+        var sum = parts[0];
+        for (var i = 1; i < parts.Length; i++) sum = b.Add(sum, parts[i]);
+        return sum;
     }
 }

@@ -86,8 +86,9 @@ public sealed class StepRunner : IDisposable
         {
             var session = i == 0 ? _grad : _gradAcc.Value;
             var (inputs, outputs, dispose) = Feeds(micro[i], training: true);
-            if (i > 0) inputs[TrainGraphs.FlatGradsAcc] = State.Grads.Current;
-            outputs[TrainGraphs.FlatGrads] = State.Grads.Next;
+            // gradients land in place in the flat gradient buffer through per-tensor views
+            foreach (var (k, v) in State.Views(State.Grads.Next)) outputs[AdamW.GradName(k)] = v;
+            if (i > 0) foreach (var (k, v) in State.Views(State.Grads.Current)) inputs[TrainGraphs.AccName(k)] = v;
             session.Run(inputs, outputs);
             foreach (var d in dispose) d.Dispose();
             State.Grads.Swap();

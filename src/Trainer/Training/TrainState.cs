@@ -61,9 +61,11 @@ public sealed class TrainState : IDisposable
     private DoubleBuffer Pair(float[] data) => new(_store.Upload(HostTensor.Of(data, Count)), _store.Allocate(DType.Float32, [Count]));
 
     /// <summary>Per-tensor views of the current trainable values (created once per buffer).</summary>
-    public IReadOnlyDictionary<string, OrtValue> ParamViews()
+    public IReadOnlyDictionary<string, OrtValue> ParamViews() => Views(Params.Current);
+
+    /// <summary>Per-tensor views of a flat buffer (params or gradients), created once per buffer.</summary>
+    public IReadOnlyDictionary<string, OrtValue> Views(OrtValue buffer)
     {
-        var buffer = Params.Current;
         if (_views.TryGetValue(buffer, out var views)) return views;
         views = [];
         var basePtr = Address(buffer);
