@@ -25,7 +25,12 @@ public sealed class AdapterGraph : IAdapter
     {
         (_cfg, _compute, _training) = (cfg, compute, training);
         if (cfg.IsMixLora) _moe = new MoeBlock(cfg, Params, compute, training);
-        if (cfg.UseDora) throw Fail.User("use_dora is not supported by this version", "set \"use_dora\": false in adapter_config.json");
+        var mlp = new[] { "gate_proj", "up_proj", "down_proj" }.Where(cfg.Targets).ToArray();
+        if (cfg.IsMixLora && cfg.Experts.UseDora && mlp.Length > 0)
+        {
+            throw Fail.User($"use_dora on MixLoRA experts ({string.Join(", ", mlp)}) is not supported: DoRA scales each expert's whole output, so the shared frozen MLP projections could no longer run once per token",
+                "DoRA works on the attention LoRA: set \"use_dora\": false in \"expert_lora\", or leave the MLP projections out of target_modules");
+        }
     }
 
     public AdapterConfig Config => _cfg;
@@ -43,7 +48,12 @@ public sealed class AdapterGraph : IAdapter
             : $"base_model.model.model.layers.{site.Layer}.{(isMlp ? "mlp" : "self_attn")}.{site.Module}";
         var a = Params.Get(b, LoraLayer.A(key, _cfg.Lora, site.In), _compute);
         var bw = Params.Get(b, LoraLayer.B(key, _cfg.Lora, site.Out), _compute);
-        return LoraLayer.Delta(b, x, a, bw, _cfg.Lora, _training);
+        var delta = LoraLayer.Delta(b, x, a, bw, _cfg.Lora, _training);
+        if (!_cfg.Lora.UseDora) return delta;
+        if (site.Weight is not { } w || site.Base is not { } y) throw Fail.Bug($"DoRA on {site.Key} needs the frozen weight and output");
+        var m = Params.Get(b, LoraLayer.Magnitude(key, _cfg.Lora, $"{site.Key}.weight", site.Out), DType.Float32);
+        var norm = LoraLayer.WeightNorm(b, w, Params.Get(b, LoraLayer.A(key, _cfg.Lora, site.In), DType.Float32), Params.Get(b, LoraLayer.B(key, _cfg.Lora, site.Out), DType.Float32), _cfg.Lora.Scaling);
+        return LoraLayer.DoraDelta(b, y, delta, m, norm);
     }
 
     public Value? Mlp(Builder b, MlpSite site, Value x)

@@ -23,6 +23,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
     public (Value Out, Routing Routing) Build(Builder b, MlpSite site, Value x)
     {
         var (d, f, e, k) = (site.Hidden, site.Intermediate, cfg.NumExperts, cfg.TopK);
+        x = Jitter(b, x);
         var gate = trainables.Get(b, new TrainableTensor($"{Key(site.Layer)}.moe_gate.weight", [e, d], Init.Gaussian, cfg.RouterInitRange), DType.Float32);
         var routing = Router.Route(b, x, gate, cfg);
         var slots = routing.Experts.S[-1].Value;                                          // K (or E for dynamic)
@@ -48,6 +49,18 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
             y = b.Add(y, b.Scale(b.Linear(zw, b2), S.Scaling));                           // (N, D)
         }
         return (y, routing);
+    }
+
+    /// <summary>
+    /// The reference's jitter: while training, x ⊙ U(1 − j, 1 + j) feeds the router and the experts of this
+    /// block; x unchanged when jitter_noise is 0, at eval (training false) and in graphs without training.
+    /// </summary>
+    private Value Jitter(Builder b, Value x)
+    {
+        if (cfg.JitterNoise <= 0 || training is null) return x;
+        var j = cfg.JitterNoise;
+        var noise = b.RandomUniformLike(b.StopGradient(x), 1 - j, 1 + j);              // only x's shape is used
+        return b.Mul(x, b.Where(training, noise, b.Scalar(1, x.DType)));
     }
 
     /// <summary>s · B*ᵀ(mask ⊙ A* x) for every slot: (N, K, F), or null when the projection is not targeted.</summary>

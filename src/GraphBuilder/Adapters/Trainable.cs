@@ -4,11 +4,40 @@ using MixLoRA.GraphBuilder.Ops;
 
 namespace MixLoRA.GraphBuilder.Adapters;
 
-/// <summary>How a trainable tensor starts when no adapter weights are given.</summary>
-public enum Init { Zeros, KaimingUniform, Gaussian }
+/// <summary>
+/// How a trainable tensor starts when no adapter weights are given. DoraNorm: the row norms of
+/// W + s·B·A (see <see cref="DoraSource"/>), computed on the host from the model's weights.
+/// </summary>
+public enum Init { Zeros, KaimingUniform, Gaussian, DoraNorm }
 
-/// <summary>A trainable tensor: reference key, torch [out, in] shape, initializer (std for Gaussian).</summary>
-public sealed record TrainableTensor(string Key, long[] Shape, Init Init, double Std = 0)
+/// <summary>Where a DoRA magnitude starts: ‖W + s·B·A‖ per output row, W the frozen weight's model key.</summary>
+public sealed record DoraSource(string WeightKey, string AKey, string BKey, double Scaling)
+{
+    /// <summary>‖W + s·B·A‖ per row for W [out, in], A [r, in], B [out, r] (row-major).</summary>
+    public static float[] RowNorms(float[] w, float[] a, float[] bw, long outF, long inF, double s)
+    {
+        var r = a.Length / inF;
+        var norms = new float[outF];
+        for (var o = 0; o < outF; o++)
+        {
+            var sum = 0.0;
+            for (var i = 0; i < inF; i++)
+            {
+                var ba = 0.0;
+                for (var k = 0; k < r; k++) ba += bw[(o * r) + k] * (double)a[(k * inF) + i];
+                var v = w[(o * inF) + i] + (s * ba);
+                sum += v * v;
+            }
+            norms[o] = (float)Math.Sqrt(sum);
+        }
+        return norms;
+    }
+}
+
+/// <summary>
+/// A trainable tensor: reference key, torch [out, in] shape, initializer (std for Gaussian; Dora for DoraNorm).
+/// </summary>
+public sealed record TrainableTensor(string Key, long[] Shape, Init Init, double Std = 0, DoraSource? Dora = null)
 {
     public long Count => Shape.Aggregate(1L, (a, b) => a * b);
 
@@ -25,6 +54,8 @@ public sealed record TrainableTensor(string Key, long[] Shape, Init Init, double
             case Init.Gaussian:
                 for (var i = 0; i < v.Length; i++) v[i] = (float)(Std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
                 break;
+            case Init.DoraNorm:
+                throw Fail.Bug($"DoRA magnitude '{Key}' starts from the model's weights: initialize it with DoraSource.RowNorms");
         }
         return v;
     }

@@ -86,8 +86,8 @@ public static class Gradients
         var fromParams = new HashSet<string>(parameters, StringComparer.Ordinal);
         foreach (var n in nodes)
         {
-            // integer/bool outputs (shapes, indices, masks) cut the path
-            if (n.Inputs.Any(fromParams.Contains)) foreach (var o in n.Outputs.Where(o => b.Get(o).DType.IsFloat())) fromParams.Add(o);
+            // integer/bool outputs (shapes, indices, masks) and stop-gradient outputs cut the path
+            if (n.Inputs.Any(fromParams.Contains)) foreach (var o in n.Outputs.Where(o => b.Get(o).DType.IsFloat() && !b.IsStopped(o))) fromParams.Add(o);
         }
         var toLoss = new HashSet<string>(StringComparer.Ordinal) { loss };
         var live = new HashSet<string>(StringComparer.Ordinal);

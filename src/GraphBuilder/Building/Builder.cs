@@ -19,6 +19,7 @@ public sealed class Builder
     private readonly List<TensorData> _initializers = [];
     private readonly Stack<string> _scopes = new();
     private readonly Dictionary<string, int> _counters = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _stops = new(StringComparer.Ordinal);
     private readonly SortedDictionary<string, int> _opsets = new(StringComparer.Ordinal) { [""] = Graph.DefaultOpset };
 
     public Builder(string name) => Name = name;
@@ -95,6 +96,20 @@ public sealed class Builder
         _values[v.Name] = r;
         return r;
     }
+
+    /// <summary>
+    /// x as a constant for differentiation (torch's detach): an Identity whose output autodiff treats as
+    /// off every parameter path, so no gradient flows back through it.
+    /// </summary>
+    public Value StopGradient(Value x)
+    {
+        var y = Apply1(ShapeOps.Identity, [x]);
+        _stops.Add(y.Name);
+        return y;
+    }
+
+    /// <summary>True for outputs of <see cref="StopGradient"/>.</summary>
+    public bool IsStopped(string name) => _stops.Contains(name);
 
     public void UseOpset(string domain, int version) => _opsets[domain] = version;
 

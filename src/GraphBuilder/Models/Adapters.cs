@@ -3,8 +3,11 @@ using MixLoRA.GraphBuilder.IR;
 
 namespace MixLoRA.GraphBuilder.Models;
 
-/// <summary>One named linear of the decoder (q_proj ... down_proj) as adapters see it.</summary>
-public sealed record LinearSite(int Layer, string Module, string Key, long In, long Out);
+/// <summary>
+/// One named linear of the decoder (q_proj ... down_proj) as adapters see it; Weight is the frozen [out, in]
+/// weight and Base the frozen output x Wᵀ (+ b) (null where the caller has none: DoRA needs both).
+/// </summary>
+public sealed record LinearSite(int Layer, string Module, string Key, long In, long Out, Value? Weight = null, Value? Base = null);
 
 /// <summary>
 /// The MLP block of one decoder layer as an adapter sees it: the frozen projections (without any adapter),

@@ -127,7 +127,8 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
     private Value Proj(Builder b, int l, string block, string module, Value x, long outF, bool bias)
     {
         var y = Frozen(b, l, block, module, x, outF, bias);
-        var site = new LinearSite(l, module, $"model.layers.{l}.{block}.{module}", x.S[-1].Value, outF);
+        var key = $"model.layers.{l}.{block}.{module}";
+        var site = new LinearSite(l, module, key, x.S[-1].Value, outF, weights.Get(b, $"{key}.weight", [outF, x.S[-1].Value]), y);
         return _adapter.LinearDelta(b, site, x) is { } delta ? b.Add(y, delta) : y;
     }
 

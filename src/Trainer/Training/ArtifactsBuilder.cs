@@ -86,7 +86,18 @@ public static class ArtifactsBuilder
         Directory.CreateDirectory(dir);
         var source = Directory.Exists(o.Adapter) ? o.Adapter : null;
         var hasWeights = source != null && (File.Exists(Path.Combine(source, AdapterWeights.SafetensorsName)) || File.Exists(Path.Combine(source, AdapterWeights.BinName)));
-        var weights = hasWeights ? AdapterStore.CheckedLoad(source!, trainable) : AdapterStore.Initialize(trainable, o.Seed);
+        using var model = new SafetensorsModel(o.ModelDir);
+        AdapterWeights weights;
+        if (hasWeights)
+        {
+            var loaded = AdapterWeights.Load(source!);
+            AdapterStore.FillDoraMagnitudes(loaded, trainable, model.ReadFloat32, overwrite: false);   // the reference's adapters carry none
+            weights = AdapterStore.CheckedLoad(loaded, source!, trainable);
+        }
+        else
+        {
+            weights = AdapterStore.Initialize(trainable, o.Seed, model.ReadFloat32);
+        }
         AdapterStore.Save(dir, cfg, weights);
     }
 }

@@ -1,0 +1,121 @@
+using MixLoRA.GraphBuilder;
+using MixLoRA.GraphBuilder.Adapters;
+using MixLoRA.GraphBuilder.IO;
+using MixLoRA.Trainer.Cli;
+using MixLoRA.Trainer.Tests.Data;
+
+namespace MixLoRA.Trainer.Tests.Training;
+
+/// <summary>
+/// DoRA (use_dora) on the parity model: plain LoRA on every target and MixLoRA's attention LoRA build and
+/// train with a falling loss; magnitudes are saved as `{prefix}.lora_magnitude_vector` and start at the row
+/// norms of the frozen weight (B = 0); DoRA on MixLoRA experts is a user error naming the limitation.
+/// </summary>
+[TestClass]
+public sealed class DoraTrainingTests
+{
+    private static readonly string[] All = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+    private static Dictionary<string, object> Config(string peft, string[] targets)
+    {
+        var c = new Dictionary<string, object>
+        {
+            ["peft_type"] = peft, ["task_type"] = "CAUSAL_LM", ["r"] = 4, ["lora_alpha"] = 8, ["lora_dropout"] = 0.05,
+            ["target_modules"] = targets, ["use_dora"] = true,
+        };
+        if (peft == "MIXLORA") (c["routing_strategy"], c["num_experts"], c["top_k"]) = ("mixlora", 4, 2);
+        return c;
+    }
+
+    private static string Train(string artifacts, int steps, bool falls = true)
+    {
+        var output = Path.Combine(TestFiles.TempDir(), "run");
+        Assert.AreEqual(0, Commands.Run(["train", "--artifacts", artifacts, "--data", TrainFixture.Data, "--out", output, "--batch-size", "6",
+            "--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture), "--lr", "0.01", "--no-shuffle", "--quiet"]));
+        var losses = TrainFixture.Losses(output);
+        Assert.HasCount(steps, losses);
+        Assert.IsTrue(losses.All(double.IsFinite), string.Join(", ", losses));
+        if (falls) Assert.IsLessThan(losses[0] - 0.05, losses[^1], $"loss should fall: {string.Join(", ", losses)}");
+        return output;
+    }
+
+    [TestMethod]
+    public void LoraWithDoraTrainsAndStartsMagnitudesAtTheWeightRowNorms()
+    {
+        var artifacts = TrainFixture.Artifacts(TrainFixture.AdapterConfigFile(Config("LORA", All)));
+        var init = AdapterWeights.Load(Path.Combine(artifacts, "adapter_init"));
+        using (var model = new SafetensorsModel(TrainFixture.Model))
+        {
+            foreach (var (block, module) in new[] { ("self_attn", "q_proj"), ("mlp", "down_proj") })
+            {
+                var w = model.ReadTensor($"model.layers.1.{block}.{module}.weight");
+                var (rows, cols) = (w.Dims[0], w.Dims[1]);
+                var values = model.ReadFloat32($"model.layers.1.{block}.{module}.weight");
+                var m = init[$"base_model.model.model.layers.1.{block}.{module}.lora_magnitude_vector"];
+                CollectionAssert.AreEqual(new[] { rows }, m.Shape);
+                for (var o = 0; o < rows; o++)
+                {
+                    var norm = Math.Sqrt(Enumerable.Range(0, (int)cols).Sum(i => (double)values[(o * cols) + i] * values[(o * cols) + i]));
+                    Assert.AreEqual(norm, m.Data[o], 1e-5 * norm, $"{module} row {o}");
+                }
+            }
+        }
+        var output = Train(artifacts, 5);
+        var got = AdapterWeights.Load(Path.Combine(output, "adapter"));
+        Assert.AreEqual(2 * All.Length, got.Keys.Count(k => k.EndsWith(".lora_magnitude_vector", StringComparison.Ordinal)), "one magnitude per layer and target");
+        var key = "base_model.model.model.layers.0.self_attn.v_proj.lora_magnitude_vector";
+        Assert.IsTrue(got[key].Data.Zip(init[key].Data).Any(p => p.First != p.Second), "the magnitude is trained");
+    }
+
+    /// <summary>The reference saves no magnitudes: loading its A/B recomputes them as ‖W + s·B·A‖ (s = 8/4).</summary>
+    [TestMethod]
+    public void AdapterWithoutMagnitudesGetsThemFromItsOwnLoraWeights()
+    {
+        var config = Config("LORA", ["q_proj"]);
+        var trained = AdapterWeights.Load(Path.Combine(Train(TrainFixture.Artifacts(TrainFixture.AdapterConfigFile(config)), 2, falls: false), "adapter"));
+        var dir = TestFiles.TempDir();
+        var reference = new AdapterWeights();
+        foreach (var k in trained.Keys.Where(k => !k.EndsWith(".lora_magnitude_vector", StringComparison.Ordinal))) reference.Set(k, trained[k].Shape, trained[k].Data);
+        reference.Save(dir);
+        File.Copy(TrainFixture.AdapterConfigFile(config), Path.Combine(dir, AdapterConfig.FileName));
+        var init = AdapterWeights.Load(Path.Combine(TrainFixture.Artifacts(dir), "adapter_init"));
+
+        const string p = "base_model.model.model.layers.0.self_attn.q_proj";
+        var (a, bw, m) = (init[$"{p}.lora_A.weight"], init[$"{p}.lora_B.weight"], init[$"{p}.lora_magnitude_vector"]);
+        CollectionAssert.AreEqual(reference[$"{p}.lora_B.weight"].Data, bw.Data);
+        Assert.IsTrue(bw.Data.Any(v => v != 0), "B was trained, so the norm is not just ‖W‖");
+        using var model = new SafetensorsModel(TrainFixture.Model);
+        var w = model.ReadFloat32("model.layers.0.self_attn.q_proj.weight");
+        var (rows, cols, r) = (bw.Shape[0], a.Shape[1], a.Shape[0]);
+        for (var o = 0; o < rows; o++)
+        {
+            var sum = 0.0;
+            for (var i = 0; i < cols; i++)
+            {
+                var v = w[(o * cols) + i] + (2.0 * Enumerable.Range(0, (int)r).Sum(k => (double)bw.Data[(o * r) + k] * a.Data[(k * cols) + i]));
+                sum += v * v;
+            }
+            Assert.AreEqual(Math.Sqrt(sum), m.Data[o], 1e-5 * Math.Sqrt(sum), $"row {o}");
+        }
+    }
+
+    [TestMethod]
+    public void MixLoraAttentionDoraTrains()
+    {
+        var config = Config("MIXLORA", All);
+        config["expert_lora"] = new Dictionary<string, object> { ["r"] = 4, ["lora_alpha"] = 8, ["lora_dropout"] = 0.05, ["use_dora"] = false };
+        var output = Train(TrainFixture.Artifacts(TrainFixture.AdapterConfigFile(config)), 5);
+        var keys = AdapterWeights.Load(Path.Combine(output, "adapter")).Keys.Where(k => k.EndsWith(".lora_magnitude_vector", StringComparison.Ordinal)).ToList();
+        Assert.HasCount(8, keys, string.Join(", ", keys));
+        Assert.IsTrue(keys.All(k => k.StartsWith("mixlora.layers.", StringComparison.Ordinal) && k.Contains(".self_attn.", StringComparison.Ordinal)), string.Join(", ", keys));
+    }
+
+    [TestMethod]
+    public void DoraOnMixLoraExpertsIsAUserError()
+    {
+        var file = TrainFixture.AdapterConfigFile(Config("MIXLORA", All));
+        var e = Assert.ThrowsExactly<UserError>(() => TrainFixture.Artifacts(file));
+        StringAssert.Contains(e.Message, "use_dora on MixLoRA experts");
+        StringAssert.Contains(e.Message, "gate_proj");
+    }
+}
