@@ -69,6 +69,9 @@ public static class Exporter
             adapter ??= CreateAdapter(adapterCfg, o.DType);
             if (o.MergeAttentionLora)
             {
+                // merging W + s·B·A would silently drop DoRA's per-row magnitude scaling
+                Fail.If(adapterCfg.UseDora, $"--merge-attention-lora with a DoRA adapter ({o.AdapterDir} has \"use_dora\": true)",
+                    "export without --merge-attention-lora; the graph then applies the DoRA magnitudes");
                 merge = new AttentionMerge(weights, adapterCfg, source);
                 adapter = new WithoutAttentionLora(adapter);
             }
