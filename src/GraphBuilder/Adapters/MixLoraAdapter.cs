@@ -25,12 +25,6 @@ public sealed class AdapterGraph : IAdapter
     {
         (_cfg, _compute, _training) = (cfg, compute, training);
         if (cfg.IsMixLora) _moe = new MoeBlock(cfg, Params, compute, training);
-        var mlp = new[] { "gate_proj", "up_proj", "down_proj" }.Where(cfg.Targets).ToArray();
-        if (cfg.IsMixLora && cfg.Experts.UseDora && mlp.Length > 0)
-        {
-            throw Fail.User($"use_dora on MixLoRA experts ({string.Join(", ", mlp)}) is not supported: DoRA scales each expert's whole output, so the shared frozen MLP projections could no longer run once per token",
-                "DoRA works on the attention LoRA: set \"use_dora\": false in \"expert_lora\", or leave the MLP projections out of target_modules");
-        }
     }
 
     public AdapterConfig Config => _cfg;

@@ -10,6 +10,9 @@ namespace MixLoRA.GraphBuilder.Adapters;
 /// B* [out, E·R]; for slot j the rank-space activations are masked to expert e_j's R-block, which gives
 /// exactly B_{e_j} A_{e_j} x. The frozen gate/up run once per token, and because W2 is linear and
 /// shared, Σ_j w_j W2 h_j = W2 Σ_j w_j h_j, so the frozen down projection also runs once per token.
+/// With DoRA (use_dora in expert_lora) each slot's gate/up/down output is scaled per row by its expert's
+/// m_e / ‖W + s·B_e A_e‖; the scale does not commute with the mixing, so with DoRA on down_proj the frozen
+/// W2 runs per slot (N·K rows).
 /// <code>
 /// x ─┬─ router(fp32) ─ top-k ─ (experts, weights) ─────────────────────────┐
 ///    ├─ G = W1 x ──┬─ act(G + sΔgate_j) ⊙ (U + sΔup_j) = h_j ─ Σ_j w_j h_j ─ W2 ─(+)─ out
@@ -30,26 +33,77 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var mask = BlockMask(b, routing.Experts, e, S.R);                                 // (N, K, E·R)
         Value Activate(Value v) => cfg.ActFn is null ? site.Act(v) : b.Act(cfg.ActFn, v);
 
+        var onehot = S.UseDora ? OneHot(b, routing.Experts, e) : null;                 // (N, K, E) with DoRA
         var g = b.Unsqueeze(site.Frozen("gate_proj", x), 1);                              // (N, 1, F)
         var u = b.Unsqueeze(site.Frozen("up_proj", x), 1);                                // (N, 1, F)
-        if (Delta(b, site.Layer, "gate_proj", x, mask, d, f) is { } dg) g = b.Add(g, dg); // (N, K, F)
-        if (Delta(b, site.Layer, "up_proj", x, mask, d, f) is { } du) u = b.Add(u, du);
+        if (Delta(b, site.Layer, "gate_proj", x, mask, d, f) is { } dg) g = Dora(b, site, "gate_proj", b.Add(g, dg), onehot, d, f);   // (N, K, F)
+        if (Delta(b, site.Layer, "up_proj", x, mask, d, f) is { } du) u = Dora(b, site, "up_proj", b.Add(u, du), onehot, d, f);
         var h = b.Mul(Activate(g), u);                                                    // (N, K|1, F)
         if (h.S[1].Value != slots) h = b.Add(h, b.Floats(new double[slots], compute, 1, slots, 1));   // (N, K, F)
         var w = b.Cast(b.Unsqueeze(routing.Weights, 2), compute);                         // (N, K, 1)
+        if (onehot is not null && cfg.Targets("down_proj")) return (DoraDown(b, site, h, w, mask, onehot), routing);
         var mixed = b.Squeeze(b.SumSlices(b.Mul(h, w), 1, slots), 1);                        // (N, F)
         var y = site.Frozen("down_proj", mixed);                                          // (N, D)
         if (cfg.Targets("down_proj"))
         {
-            var a2 = Stacked(b, site.Layer, "down_proj", "lora_A", e, f, S.R, axis: 0);  // (E·R, F)
+            var z = DownRank(b, site.Layer, h, f, slots);                                 // (N, K, E·R)
             var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", e, d, S.R, axis: 1);  // (D, E·R)
-            var hn = b.Reshape(LoraLayer.Dropout(b, h, S.LoraDropout, training), -1, f);  // (N·K, F)
-            var z = b.Reshape(b.Linear(hn, a2), -1, slots, e * S.R);                      // (N, K, E·R)
             var zw = b.Squeeze(b.SumSlices(b.Mul(b.Mul(z, mask), w), 1, slots), 1);          // (N, E·R)
             y = b.Add(y, b.Scale(b.Linear(zw, b2), S.Scaling));                           // (N, D)
         }
         return (y, routing);
     }
+
+    /// <summary>dropout(h) A2*ᵀ for every slot: (N, K, E·R), all experts' rank activations.</summary>
+    private Value DownRank(Builder b, int layer, Value h, long f, long slots)
+    {
+        var a2 = Stacked(b, layer, "down_proj", "lora_A", cfg.NumExperts, f, S.R, axis: 0);   // (E·R, F)
+        var hn = b.Reshape(LoraLayer.Dropout(b, h, S.LoraDropout, training), -1, f);          // (N·K, F)
+        return b.Reshape(b.Linear(hn, a2), -1, slots, cfg.NumExperts * S.R);
+    }
+
+    /// <summary>
+    /// The expert output with DoRA on down_proj: Σ_j w_j c_j ⊙ (W2 h_j + s B2_e A2_e h_j). The per-row scale
+    /// differs per expert, so the frozen W2 runs per slot (N·K rows) instead of once per token.
+    /// </summary>
+    private Value DoraDown(Builder b, MlpSite site, Value h, Value w, Value mask, Value onehot)
+    {
+        var (d, f, e, slots) = (site.Hidden, site.Intermediate, cfg.NumExperts, h.S[1].Value);
+        var frozen = b.Reshape(site.Frozen("down_proj", b.Reshape(h, -1, f)), -1, slots, d);   // (N, K, D)
+        var zm = b.Mul(DownRank(b, site.Layer, h, f, slots), mask);                          // (N, K, E·R)
+        var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", e, d, S.R, axis: 1);         // (D, E·R)
+        var delta = b.Scale(b.Reshape(b.Linear(b.Reshape(zm, -1, e * S.R), b2), -1, slots, d), S.Scaling);
+        var y = Dora(b, site, "down_proj", b.Add(frozen, delta), onehot, f, d);             // (N, K, D)
+        return b.Squeeze(b.SumSlices(b.Mul(y, w), 1, slots), 1);                             // (N, D)
+    }
+
+    /// <summary>
+    /// DoRA on one projection of the experts: v (N, K, out) = W x + s·B_e A_e x per slot, scaled by
+    /// c_e = m_e / ‖W + s·B_e A_e‖_row (detached norm) of the slot's expert, picked with the one-hot (N, K, E)
+    /// times the (E, out) table (no Gather: ORT's CUDA gather kernels failed on in-graph indices). v when DoRA is off.
+    /// </summary>
+    private Value Dora(Builder b, MlpSite site, string module, Value v, Value? onehot, long inF, long outF)
+    {
+        if (onehot is null) return v;
+        var weight = site.Weight?.Invoke(module) ?? throw Fail.Bug($"DoRA on the experts' {module} needs the frozen weight of {site.Key}");
+        var normType = compute == DType.Float64 ? DType.Float64 : DType.Float32;
+        var rows = Enumerable.Range(0, cfg.NumExperts).Select(i =>
+        {
+            var key = $"{Key(site.Layer)}.{module}.experts.{i}";
+            var m = trainables.Get(b, LoraLayer.Magnitude(key, S, $"{site.Key}.{module}.weight", outF), normType);
+            var a = trainables.Get(b, LoraLayer.A(key, S, inF), normType);
+            var bw = trainables.Get(b, LoraLayer.B(key, S, outF), normType);
+            var norm = LoraLayer.WeightNorm(b, weight, a, bw, S.Scaling);                     // (out)
+            return b.Unsqueeze(b.Div(b.Cast(m, norm.DType), norm), 0);                       // (1, out)
+        }).ToArray();
+        var table = b.Concat(0, rows);                                                        // (E, out)
+        var c = b.MatMul(b.Cast(onehot, table.DType), table);                                 // (N, K, out)
+        return b.Mul(v, b.Cast(c, compute));
+    }
+
+    /// <summary>(N, K, E) fp32 one-hot of each slot's expert.</summary>
+    private static Value OneHot(Builder b, Value experts, int e) =>
+        b.Cast(b.Equal(b.Unsqueeze(experts, 2), b.Ints(Enumerable.Range(0, e).Select(i => (long)i).ToArray())), DType.Float32);
 
     /// <summary>
     /// The reference's jitter: while training, x ⊙ U(1 − j, 1 + j) feeds the router and the experts of this

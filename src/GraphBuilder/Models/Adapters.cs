@@ -11,7 +11,8 @@ public sealed record LinearSite(int Layer, string Module, string Key, long In, l
 
 /// <summary>
 /// The MLP block of one decoder layer as an adapter sees it: the frozen projections (without any adapter),
-/// the activation, and which tokens are real (for losses that must ignore padding).
+/// the activation, which tokens are real (for losses that must ignore padding), and the frozen weights
+/// [out, in] by module (null where the caller has none: DoRA on MixLoRA experts needs them).
 /// </summary>
 public sealed record MlpSite(
     int Layer,
@@ -20,7 +21,8 @@ public sealed record MlpSite(
     long Intermediate,                           // F
     Func<string, Value, Value> Frozen,           // (module, x (N, in)) → x Wᵀ (+b), no adapter
     Func<Value, Value> Act,                      // the model's hidden_act
-    Value TokenMask);                            // (N) float 1 for real tokens, 0 for padding
+    Value TokenMask,                             // (N) float 1 for real tokens, 0 for padding
+    Func<string, Value>? Weight = null);         // module → frozen weight [out, in]
 
 /// <summary>
 /// Where adapters plug into the model without editing it: a delta on any named linear, and an optional

@@ -9,7 +9,7 @@ namespace MixLoRA.Trainer.Tests.Training;
 /// <summary>
 /// DoRA (use_dora) on the parity model: plain LoRA on every target and MixLoRA's attention LoRA build and
 /// train with a falling loss; magnitudes are saved as `{prefix}.lora_magnitude_vector` and start at the row
-/// norms of the frozen weight (B = 0); DoRA on MixLoRA experts is a user error naming the limitation.
+/// norms of the frozen weight (B = 0); on MixLoRA experts each expert has its own magnitude per projection.
 /// </summary>
 [TestClass]
 public sealed class DoraTrainingTests
@@ -110,12 +110,37 @@ public sealed class DoraTrainingTests
         Assert.IsTrue(keys.All(k => k.StartsWith("mixlora.layers.", StringComparison.Ordinal) && k.Contains(".self_attn.", StringComparison.Ordinal)), string.Join(", ", keys));
     }
 
+    /// <summary>
+    /// use_dora on all 7 targets of MIXLORA: every expert gets a magnitude per projection, starting at the row
+    /// norms of the shared frozen weight (B = 0), trained and saved under the expert's key.
+    /// </summary>
     [TestMethod]
-    public void DoraOnMixLoraExpertsIsAUserError()
+    public void MixLoraExpertDoraTrainsAndSavesExpertMagnitudes()
     {
-        var file = TrainFixture.AdapterConfigFile(Config("MIXLORA", All));
-        var e = Assert.ThrowsExactly<UserError>(() => TrainFixture.Artifacts(file));
-        StringAssert.Contains(e.Message, "use_dora on MixLoRA experts");
-        StringAssert.Contains(e.Message, "gate_proj");
+        var artifacts = TrainFixture.Artifacts(TrainFixture.AdapterConfigFile(Config("MIXLORA", All)));
+        var init = AdapterWeights.Load(Path.Combine(artifacts, "adapter_init"));
+        using (var model = new SafetensorsModel(TrainFixture.Model))
+        {
+            var w = model.ReadTensor("model.layers.1.mlp.down_proj.weight");
+            var (rows, cols) = (w.Dims[0], w.Dims[1]);
+            var values = model.ReadFloat32("model.layers.1.mlp.down_proj.weight");
+            var m = init["mixlora.layers.1.mlp.down_proj.experts.3.lora_magnitude_vector"];
+            CollectionAssert.AreEqual(new[] { rows }, m.Shape);
+            for (var o = 0; o < rows; o++)
+            {
+                var norm = Math.Sqrt(Enumerable.Range(0, (int)cols).Sum(i => (double)values[(o * cols) + i] * values[(o * cols) + i]));
+                Assert.AreEqual(norm, m.Data[o], 1e-5 * norm, $"row {o}");
+            }
+        }
+        var got = AdapterWeights.Load(Path.Combine(Train(artifacts, 5), "adapter"));
+        var keys = got.Keys.Where(k => k.EndsWith(".lora_magnitude_vector", StringComparison.Ordinal)).ToList();
+        Assert.HasCount((2 * 4) + (2 * 3 * 4), keys, string.Join(", ", keys));
+        foreach (var module in new[] { "gate_proj", "up_proj", "down_proj" })
+        {
+            var key = $"mixlora.layers.0.mlp.{module}.experts.0.lora_magnitude_vector";
+            Assert.IsTrue(keys.Contains(key), key);
+        }
+        var trained = keys.Where(k => k.Contains(".experts.", StringComparison.Ordinal) && got[k].Data.Zip(init[k].Data).Any(p => p.First != p.Second)).ToList();
+        Assert.IsNotEmpty(trained, "expert magnitudes are trained");
     }
 }
