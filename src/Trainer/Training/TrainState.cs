@@ -33,6 +33,9 @@ public sealed class TrainState : IDisposable
         (_store, _rt, Trainable) = (store, rt, trainable);
         Layout = TrainGraphs.Layout(trainable.Select(t => (t.Key, t.Shape)));
         Count = Layout.Count == 0 ? 0 : Layout[^1].Offset + Layout[^1].Count;
+        // views are made through ORT's Span accessor, which is limited to 2 GiB
+        MixLoRA.GraphBuilder.Fail.If(Count * 4 > int.MaxValue, $"{Count:N0} trainable parameters (> 2 GiB in fp32) in one flat buffer",
+            "use a smaller rank or fewer experts/targets; splitting the flat buffer is not implemented yet");
     }
 
     public IReadOnlyList<TrainableTensor> Trainable { get; }
