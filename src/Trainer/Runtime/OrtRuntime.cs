@@ -58,7 +58,10 @@ public sealed class OrtRuntime
         {
             var env = OrtEnv.Instance();
             return env.GetSharedAllocator(DeviceMemory)
-                ?? env.CreateSharedAllocator(_epDevices[0], OrtDeviceMemoryType.DEFAULT, OrtAllocatorType.ArenaAllocator, new Dictionary<string, string>());
+                ?? env.CreateSharedAllocator(_epDevices[0], OrtDeviceMemoryType.DEFAULT, OrtAllocatorType.ArenaAllocator,
+                    // sessions allocate from this arena (session.use_env_allocators): grow it by what is
+                    // requested ("1" = kSameAsRequested), not by powers of two (the default)
+                    new Dictionary<string, string> { ["arena.extend_strategy"] = "1" });
         }
     }
 
