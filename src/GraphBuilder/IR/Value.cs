@@ -34,11 +34,7 @@ public sealed record TensorData(string Name, DType DType, ImmutableArray<long> D
     /// <summary>Values as float64 (from float32/float64/int tensors); for tests and scalar constants.</summary>
     public double[] AsDoubles() => DType switch
     {
-        DType.Float32 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(Bytes.Span).ToArray().Select(f => (double)f).ToArray(),
-        DType.Float64 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, double>(Bytes.Span).ToArray(),
         DType.Int64 or DType.Int32 => AsLongs().Select(l => (double)l).ToArray(),
-        DType.Float16 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(Bytes.Span).ToArray().Select(h => (double)h).ToArray(),
-        DType.BFloat16 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(Bytes.Span).ToArray().Select(u => (double)BitConverter.UInt32BitsToSingle((uint)u << 16)).ToArray(),
-        _ => throw Fail.Bug($"{Name}: AsDoubles does not read {DType.Name()}"),
+        _ => IO.TensorConvert.ToFloat64(DType, Bytes.Span),
     };
 }

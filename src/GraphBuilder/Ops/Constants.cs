@@ -69,15 +69,13 @@ public static class ConstantOps
 
     public static TensorData ScalarData(double value, DType dtype, long[] dims) => FloatData([value], dtype, dims);
 
-    /// <summary>Float values encoded in the given dtype's bytes (round-to-nearest-even for bf16).</summary>
+    /// <summary>Values encoded in the given dtype's bytes (floats via <see cref="IO.TensorConvert"/>, torch rounding).</summary>
     public static TensorData FloatData(double[] values, DType dtype, long[] dims)
     {
         byte[] bytes = dtype switch
         {
             DType.Float64 => MemoryMarshal.AsBytes(values.AsSpan()).ToArray(),
-            DType.Float32 => MemoryMarshal.AsBytes(values.Select(v => (float)v).ToArray().AsSpan()).ToArray(),
-            DType.Float16 => MemoryMarshal.AsBytes(values.Select(v => BitConverter.HalfToUInt16Bits((Half)v)).ToArray().AsSpan()).ToArray(),
-            DType.BFloat16 => MemoryMarshal.AsBytes(values.Select(v => BFloat16.FromFloat((float)v)).ToArray().AsSpan()).ToArray(),
+            DType.Float32 or DType.Float16 or DType.BFloat16 => IO.TensorConvert.FromFloat32(values.Select(v => (float)v).ToArray(), dtype),
             DType.Int64 => MemoryMarshal.AsBytes(values.Select(v => (long)v).ToArray().AsSpan()).ToArray(),
             DType.Int32 => MemoryMarshal.AsBytes(values.Select(v => (int)v).ToArray().AsSpan()).ToArray(),
             DType.Bool => values.Select(v => v != 0 ? (byte)1 : (byte)0).ToArray(),
@@ -85,18 +83,4 @@ public static class ConstantOps
         };
         return new TensorData("", dtype, dims.ToImmutableArray(), bytes);
     }
-}
-
-/// <summary>bfloat16 bit conversions (round to nearest even), shared by constants and weight loading.</summary>
-public static class BFloat16
-{
-    public static ushort FromFloat(float f)
-    {
-        var bits = BitConverter.SingleToUInt32Bits(f);
-        if (float.IsNaN(f)) return 0x7FC0;
-        var rounding = 0x7FFFu + ((bits >> 16) & 1);
-        return (ushort)((bits + rounding) >> 16);
-    }
-
-    public static float ToFloat(ushort b) => BitConverter.UInt32BitsToSingle((uint)b << 16);
 }

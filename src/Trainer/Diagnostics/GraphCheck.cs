@@ -1,3 +1,4 @@
+using MixLoRA.GraphBuilder.IO;
 using System.Collections.Immutable;
 using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.IR;
@@ -35,7 +36,7 @@ public static class GraphCheck
         {
             DType.Int64 => HostTensor.Of(Enumerable.Range(0, n).Select(_ => v.Name == "attention_mask" ? 1L : rng.Next(2, 100)).ToArray(), shape),
             DType.Bool => HostTensor.Of(Enumerable.Range(0, n).Select(_ => false).ToArray(), shape),
-            _ => new HostTensor(v.DType, shape, WeightLoader.Encode(Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() - 0.5) * 0.04)).ToArray(), v.DType)),
+            _ => new HostTensor(v.DType, shape, TensorConvert.FromFloat32(Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() - 0.5) * 0.04)).ToArray(), v.DType)),
         };
     }
 }

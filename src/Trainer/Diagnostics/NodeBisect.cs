@@ -1,3 +1,4 @@
+using MixLoRA.GraphBuilder.IO;
 using System.Collections.Immutable;
 using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.IR;
@@ -53,7 +54,7 @@ public static class NodeBisect
         {
             DType.Int64 => HostTensor.Of(Enumerable.Range(0, n).Select(_ => (long)rng.Next(0, 2)).ToArray(), shape),
             DType.Bool => HostTensor.Of(Enumerable.Range(0, n).Select(_ => rng.Next(2) == 1).ToArray(), shape),
-            _ => new HostTensor(v.DType, shape, WeightLoader.Encode(Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray(), v.DType)),
+            _ => new HostTensor(v.DType, shape, TensorConvert.FromFloat32(Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray(), v.DType)),
         };
     }
 }

@@ -1,3 +1,4 @@
+using MixLoRA.GraphBuilder.IO;
 using Microsoft.ML.OnnxRuntime;
 using MixLoRA.GraphBuilder.Autodiff;
 using MixLoRA.GraphBuilder.Building;
@@ -80,7 +81,7 @@ public static class OpProbe
             Gen.Index => HostTensor.Of(Enumerable.Range(0, n).Select(_ => (long)rng.Next((int)s.Max)).ToArray(), s.Dims),
             Gen.IntConst => HostTensor.Of(s.Values!, s.Dims),
             Gen.Bool => HostTensor.Of(Enumerable.Range(0, n).Select(_ => rng.Next(2) == 1).ToArray(), s.Dims),
-            _ => new HostTensor(t, s.Dims, WeightLoader.Encode(Enumerable.Range(0, n).Select(i => 0.5f + (i * 0.37f % 1.5f)).ToArray(), t)),
+            _ => new HostTensor(t, s.Dims, TensorConvert.FromFloat32(Enumerable.Range(0, n).Select(i => 0.5f + (i * 0.37f % 1.5f)).ToArray(), t)),
         };
     }
 }

@@ -1,3 +1,4 @@
+using MixLoRA.GraphBuilder.IO;
 using System.Collections.Immutable;
 using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.IR;
@@ -44,7 +45,7 @@ public static class Smoke
         b.Output(b.Cast(b.MatMul(x, x), DType.Float32), "y");
         using var r = new GraphRunner(rt, b.Build());
         var ones = Enumerable.Repeat(1f, 64 * 64).ToArray();
-        var y = r.Run(new Dictionary<string, HostTensor> { ["x"] = new(t, [64, 64], WeightLoader.Encode(ones, t)) })["y"].Floats();
+        var y = r.Run(new Dictionary<string, HostTensor> { ["x"] = new(t, [64, 64], TensorConvert.FromFloat32(ones, t)) })["y"].Floats();
         if (y[0] != 64) throw new InvalidOperationException($"wrong result {y[0]}");
     }
 

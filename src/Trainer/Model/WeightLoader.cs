@@ -44,15 +44,6 @@ public static class WeightLoader
         var info = model.Info(key);
         if (info.DType == dtype) return new HostTensor(dtype, info.Shape, model.Bytes(key).ToArray());
         var f = model.ReadFloat32(key);
-        return new HostTensor(dtype, info.Shape, Encode(f, dtype));
+        return new HostTensor(dtype, info.Shape, TensorConvert.FromFloat32(f, dtype));
     }
-
-    public static byte[] Encode(float[] f, DType dtype) => dtype switch
-    {
-        DType.Float32 => MemoryMarshal.AsBytes(f.AsSpan()).ToArray(),
-        DType.Float64 => MemoryMarshal.AsBytes(f.Select(x => (double)x).ToArray().AsSpan()).ToArray(),
-        DType.Float16 => MemoryMarshal.AsBytes(f.Select(x => (Half)x).ToArray().AsSpan()).ToArray(),
-        DType.BFloat16 => MemoryMarshal.AsBytes(f.Select(BFloat16.FromFloat).ToArray().AsSpan()).ToArray(),
-        _ => throw Fail.Bug($"cannot encode weights as {dtype.Name()}"),
-    };
 }

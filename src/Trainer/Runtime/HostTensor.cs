@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using MixLoRA.GraphBuilder;
+using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 
 namespace MixLoRA.Trainer.Runtime;
@@ -16,16 +17,8 @@ public sealed record HostTensor(DType DType, long[] Shape, byte[] Bytes)
     public static HostTensor Of(long[] v, params long[] shape) => new(DType.Int64, shape, MemoryMarshal.AsBytes(v.AsSpan()).ToArray());
     public static HostTensor Of(bool[] v, params long[] shape) => new(DType.Bool, shape, v.Select(b => b ? (byte)1 : (byte)0).ToArray());
 
-    public float[] Floats() => DType switch
-    {
-        DType.Float32 => MemoryMarshal.Cast<byte, float>(Bytes).ToArray(),
-        DType.Float64 => MemoryMarshal.Cast<byte, double>(Bytes).ToArray().Select(d => (float)d).ToArray(),
-        DType.Float16 => MemoryMarshal.Cast<byte, Half>(Bytes).ToArray().Select(h => (float)h).ToArray(),
-        DType.BFloat16 => MemoryMarshal.Cast<byte, ushort>(Bytes).ToArray().Select(GraphBuilder.Ops.BFloat16.ToFloat).ToArray(),
-        _ => throw Fail.Bug($"Floats() of a {DType.Name()} tensor"),
-    };
-
-    public double[] Doubles() => DType == DType.Float64 ? MemoryMarshal.Cast<byte, double>(Bytes).ToArray() : Floats().Select(f => (double)f).ToArray();
+    public float[] Floats() => TensorConvert.ToFloat32(DType, Bytes);
+    public double[] Doubles() => TensorConvert.ToFloat64(DType, Bytes);
     public long[] Longs() => DType == DType.Int64 ? MemoryMarshal.Cast<byte, long>(Bytes).ToArray() : throw Fail.Bug($"Longs() of a {DType.Name()} tensor");
     public double Scalar() => Doubles()[0];
 
