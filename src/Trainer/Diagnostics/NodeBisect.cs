@@ -1,10 +1,7 @@
-using MixLoRA.GraphBuilder.IO;
-using System.Collections.Immutable;
 using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.Trainer.Model;
 using MixLoRA.Trainer.Runtime;
 
 namespace MixLoRA.Trainer.Diagnostics;
@@ -32,7 +29,7 @@ public static class NodeBisect
             {
                 if (consts.TryGetValue(v.Name, out var t)) { map[v.Name] = b.Const(t); continue; }
                 map[v.Name] = b.Input(v.Name, v.DType, v.Shape);
-                feeds[v.Name] = Random(v, rng);
+                feeds[v.Name] = RandomFeeds.For(v, rng, 0, 2, 0.5);
             }
             var op = Catalog.Find(node.Key)!;
             var outs = b.Apply(op, node.Inputs.Select(i => i.Length == 0 ? null : map[i]).ToArray(), node.Attrs, outputs: node.Outputs.Length);
@@ -44,17 +41,5 @@ public static class NodeBisect
             Console.Out.WriteLine("ok");
             Console.Out.Flush();
         }
-    }
-
-    private static HostTensor Random(Value v, Random rng)
-    {
-        var shape = v.S.ToLongs();
-        var n = (int)shape.Aggregate(1L, (a, b) => a * b);
-        return v.DType switch
-        {
-            DType.Int64 => HostTensor.Of(Enumerable.Range(0, n).Select(_ => (long)rng.Next(0, 2)).ToArray(), shape),
-            DType.Bool => HostTensor.Of(Enumerable.Range(0, n).Select(_ => rng.Next(2) == 1).ToArray(), shape),
-            _ => new HostTensor(v.DType, shape, TensorConvert.FromFloat32(Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray(), v.DType)),
-        };
     }
 }

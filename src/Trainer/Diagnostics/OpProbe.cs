@@ -1,11 +1,10 @@
-using MixLoRA.GraphBuilder.IO;
 using Microsoft.ML.OnnxRuntime;
 using MixLoRA.GraphBuilder.Autodiff;
 using MixLoRA.GraphBuilder.Building;
+using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.Trainer.Model;
 using MixLoRA.Trainer.Runtime;
 
 namespace MixLoRA.Trainer.Diagnostics;

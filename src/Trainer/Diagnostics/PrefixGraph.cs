@@ -1,10 +1,5 @@
 using System.Collections.Immutable;
-using MixLoRA.GraphBuilder.Building;
-using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Onnx;
-using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.Trainer.Model;
-using MixLoRA.Trainer.Runtime;
 
 namespace MixLoRA.Trainer.Diagnostics;
 
