@@ -28,7 +28,7 @@ public sealed class StepRunner : IDisposable
     private readonly BoundSession _opt;
     private readonly DeviceTensors _store;
     private readonly Dictionary<string, OrtValue> _weights = new(StringComparer.Ordinal);
-    private readonly HostScalars _io;
+    private readonly StepIO _io;
 
     /// <summary>Reads the graphs from the artifacts folder and the frozen weights from the manifest's model.</summary>
     public StepRunner(OrtRuntime rt, Manifest manifest, string artifactsDir, OptimizerOptions optimizer, AdapterWeights init, AdapterWeights? m = null, AdapterWeights? v = null)
@@ -61,7 +61,7 @@ public sealed class StepRunner : IDisposable
         var trainable = manifest.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();
         State = new TrainState(_store, rt, trainable);
         State.Load(init, m, v);
-        _io = new HostScalars(_store, manifest);
+        _io = new StepIO(_store, manifest);
     }
 
     public Manifest Manifest { get; }
@@ -85,12 +85,11 @@ public sealed class StepRunner : IDisposable
         for (var i = 0; i < micro.Count; i++)
         {
             var session = i == 0 ? _grad : _gradAcc.Value;
-            var (inputs, outputs, dispose) = Feeds(micro[i], training: true);
+            var (inputs, outputs) = Feeds(micro[i], training: true);
             // gradients land in place in the flat gradient buffer through per-tensor views
             foreach (var (k, v) in State.Views(State.Grads.Next)) outputs[AdamW.GradName(k)] = v;
             if (i > 0) foreach (var (k, v) in State.Views(State.Grads.Current)) inputs[TrainGraphs.AccName(k)] = v;
             session.Run(inputs, outputs);
-            foreach (var d in dispose) d.Dispose();
             State.Grads.Swap();
             _io.Accumulate(sums, ref load);
         }
@@ -111,11 +110,9 @@ public sealed class StepRunner : IDisposable
         double lm = 0, loss = 0, tokens = 0;
         foreach (var b in batches)
         {
-            var (inputs, outputs, dispose) = Feeds(b, training: false);
-            foreach (var (k, v) in State.ParamViews()) inputs[k] = v;
+            var (inputs, outputs) = Feeds(b, training: false);
             outputs[TrainGraphs.Logits] = _io.Scratch(_eval.Value, TrainGraphs.Logits);
             _eval.Value.Run(inputs, outputs);
-            foreach (var d in dispose) d.Dispose();
             _io.ReadStepOutputs();
             var valid = _io.Value(TrainGraphs.ValidTokens);
             (lm, loss, tokens) = (lm + (_io.Value(TrainGraphs.LmLoss) * valid), loss + (_io.Value(TrainGraphs.Loss) * valid), tokens + valid);
@@ -123,16 +120,15 @@ public sealed class StepRunner : IDisposable
         return tokens == 0 ? (0, 0, 0) : (loss / tokens, lm / tokens, (long)tokens);
     }
 
-    private (Dictionary<string, OrtValue> In, Dictionary<string, OrtValue> Out, List<OrtValue> Dispose) Feeds(Batch b, bool training)
+    private (Dictionary<string, OrtValue> In, Dictionary<string, OrtValue> Out) Feeds(Batch b, bool training)
     {
         var inputs = new Dictionary<string, OrtValue>(_weights, StringComparer.Ordinal);
         foreach (var (k, v) in State.ParamViews()) inputs[k] = v;
         _io.Load(b);
         foreach (var (k, v) in _io.Batch) inputs[k] = v;
-        var owned = new List<OrtValue>();
         inputs[TrainGraphs.Training] = training ? _io.True : _io.False;
         var outputs = new Dictionary<string, OrtValue>(_io.StepOutputs, StringComparer.Ordinal);
-        return (inputs, outputs, owned);
+        return (inputs, outputs);
     }
 
     public void Dispose()

@@ -13,13 +13,13 @@ namespace MixLoRA.Trainer.Training;
 /// optimizer's step / lr / grad_scale. All live on the device (every bound tensor does; mixing host
 /// tensors into a CUDA IoBinding is avoided) and are copied in or read back explicitly.
 /// </summary>
-internal sealed class HostScalars
+internal sealed class StepIO
 {
     private readonly DeviceTensors _store;
     private readonly Dictionary<string, float[]> _read = new(StringComparer.Ordinal);
     private readonly int _layers, _experts;
 
-    public HostScalars(DeviceTensors store, Manifest m)
+    public StepIO(DeviceTensors store, Manifest m)
     {
         _store = store;
         foreach (var name in new[] { TrainGraphs.Loss, TrainGraphs.LmLoss, TrainGraphs.AuxLoss, TrainGraphs.ValidTokens }) StepOutputs[name] = store.Allocate(DType.Float32, []);
