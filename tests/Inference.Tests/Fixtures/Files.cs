@@ -10,26 +10,13 @@ namespace MixLoRA.Inference.Tests.Fixtures;
 /// <summary>Repository paths, the shared parity data and temp folders.</summary>
 internal static class Files
 {
-    public static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "MixLoRA.sln"))) return d.FullName;
-        throw new InvalidOperationException("MixLoRA.sln not found above " + AppContext.BaseDirectory);
-    }
+    public static string RepoRoot() => MixLoRA.Tests.TestRepo.Root;
 
     public static string Samples => Path.Combine(RepoRoot(), "tests", "Trainer.Tests", "Data", "samples");
 
     /// <summary>shared/parity/CASE above the repository; a missing folder fails the test (it is the definition of correct).</summary>
-    public static string Parity(string caseName = "llama-basic")
-    {
-        for (var d = new DirectoryInfo(RepoRoot()); d is not null; d = d.Parent)
-        {
-            var p = Path.Combine(d.FullName, "shared", "parity", caseName);
-            if (Directory.Exists(p)) return p;
-        }
-        Assert.Fail($"shared/parity/{caseName} not found above {RepoRoot()}");
-        return "";
-    }
+    public static string Parity(string caseName = "llama-basic") =>
+        MixLoRA.Tests.TestRepo.FindParity(caseName) ?? throw new AssertFailedException($"shared/parity/{caseName} not found above {RepoRoot()}");
 
     public static string ParityModel => Path.Combine(Parity(), "model");
 

@@ -57,23 +57,10 @@ internal static class TestFiles
         return path;
     }
 
-    public static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "MixLoRA.sln"))) return d.FullName;
-        throw new InvalidOperationException("MixLoRA.sln not found above " + AppContext.BaseDirectory);
-    }
+    public static string RepoRoot() => MixLoRA.Tests.TestRepo.Root;
 
     public static string Samples => Path.Combine(RepoRoot(), "tests", "Trainer.Tests", "Data", "samples");
 
     /// <summary>The shared parity folder (…/shared/parity above the repository), or null where it is absent.</summary>
-    public static string? Parity(string caseName)
-    {
-        for (var d = new DirectoryInfo(RepoRoot()); d is not null; d = d.Parent)
-        {
-            string p = Path.Combine(d.FullName, "shared", "parity", caseName);
-            if (Directory.Exists(p)) return p;
-        }
-        return null;
-    }
+    public static string? Parity(string caseName) => MixLoRA.Tests.TestRepo.FindParity(caseName);
 }

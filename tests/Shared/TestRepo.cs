@@ -1,0 +1,46 @@
+namespace MixLoRA.Tests;
+
+/// <summary>
+/// The one repository locator for all test projects (linked into each): the repo root (the folder holding
+/// MixLoRA.sln) and the shared data folder ($MIXLORA_SHARED, else `shared/` inside the root, else a `shared`
+/// beside the root or one of its ancestors — CI clones have it beside, git worktrees one level deeper).
+/// </summary>
+internal static class TestRepo
+{
+    private static readonly Lazy<string> RootDir = new(FindRoot);
+    private static readonly Lazy<string?> SharedDir = new(FindShared);
+
+    public static string Root => RootDir.Value;
+
+    public static string Shared => SharedDir.Value ?? throw new DirectoryNotFoundException($"no shared/ folder in or beside {Root} (set MIXLORA_SHARED)");
+
+    /// <summary>shared/parity/CASE, or null when there is no such folder.</summary>
+    public static string? FindParity(string caseName)
+    {
+        if (SharedDir.Value is not { } shared) return null;
+        var p = Path.Combine(shared, "parity", caseName);
+        return Directory.Exists(p) ? p : null;
+    }
+
+    private static string FindRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            if (File.Exists(Path.Combine(d.FullName, "MixLoRA.sln"))) return d.FullName;
+        }
+        throw new DirectoryNotFoundException($"no MixLoRA.sln above {AppContext.BaseDirectory}");
+    }
+
+    private static string? FindShared()
+    {
+        if (Environment.GetEnvironmentVariable("MIXLORA_SHARED") is { Length: > 0 } env && Directory.Exists(env)) return env;
+        var inside = Path.Combine(Root, "shared");
+        if (Directory.Exists(inside)) return inside;
+        for (var d = Directory.GetParent(Root); d is not null; d = d.Parent)
+        {
+            var candidate = Path.Combine(d.FullName, "shared");
+            if (Directory.Exists(Path.Combine(candidate, "parity"))) return candidate;
+        }
+        return null;
+    }
+}
