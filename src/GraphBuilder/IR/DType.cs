@@ -27,6 +27,16 @@ public static class DTypes
         _ => throw Fail.Arg(nameof(t), t, "a known dtype"),
     };
 
+    /// <summary>The most negative finite value of a float dtype (HF's torch.finfo(dtype).min).</summary>
+    public static double Lowest(this DType t) => t switch
+    {
+        DType.Float32 => float.MinValue,
+        DType.Float64 => double.MinValue,
+        DType.Float16 => -65504.0,
+        DType.BFloat16 => -3.3895313892515355e38,
+        _ => throw Fail.Arg(nameof(t), t, "a float dtype"),
+    };
+
     /// <summary>Parses the names users write (float32, fp16, bf16, ...).</summary>
     public static DType Parse(string s) => s.ToLowerInvariant() switch
     {

@@ -23,13 +23,24 @@ public static class Attention
     }
 
     /// <summary>
-    /// softmax(q kᵀ / √Dh + mask) v with q grouped as (B, Hkv, G, T, Dh) so K/V are never repeated.
+    /// The additive form of <see cref="Mask"/> in the compute dtype: 0 where a key is visible, half the
+    /// dtype's lowest value where not (half, so s + bias cannot overflow to −∞ in float16 and a fully masked
+    /// row stays uniform rather than NaN, as with HF's finfo.min). Built once per mask and shared by layers.
+    /// </summary>
+    public static Value Bias(Builder b, Value allowed, DType compute) =>
+        b.Where(allowed, b.Scalar(0, compute), b.Scalar(compute.Lowest() / 2, compute));              // (B, 1, 1, T, S)
+
+    /// <summary>
+    /// softmax(q kᵀ / √Dh + bias) v with q grouped as (B, Hkv, G, T, Dh) so K/V are never repeated. The
+    /// softmax runs in the compute dtype: ORT's 16-bit softmax accumulates in fp32, so the forward equals an
+    /// fp32 softmax of the same bf16 scores rounded once, with no (B, H, T, S) fp32 copies; the additive
+    /// bias has no backward kernel (masked probabilities are exactly 0, so their gradient is too).
     /// <code>
     /// q (B,H,T,Dh) ─reshape→ (B,Hkv,G,T,Dh) ─┐
-    /// k (B,Hkv,S,Dh) ─unsq→ (B,Hkv,1,S,Dh) ─ qkᵀ·scale ─ where(mask) ─ softmax32 ─ ·v ─→ (B,H,T,Dh)
+    /// k (B,Hkv,S,Dh) ─unsq→ (B,Hkv,1,S,Dh) ─ qkᵀ·scale ─ + bias ─ softmax ─ ·v ─→ (B,H,T,Dh)
     /// </code>
     /// </summary>
-    public static Value Scores(Builder b, Value q, Value k, Value v, Value allowed, int numKvHeads, double? scale = null)
+    public static Value Scores(Builder b, Value q, Value k, Value v, Value bias, int numKvHeads, double? scale = null)
     {
         var (bsz, h, t, dh) = (q.S[0], q.S[1].Value, q.S[2], q.S[3].Value);
         var g = h / numKvHeads;
@@ -37,9 +48,7 @@ public static class Attention
         var k5 = b.Unsqueeze(k, 2);                                                       // (B, Hkv, 1, S, Dh)
         var v5 = b.Unsqueeze(v, 2);                                                       // (B, Hkv, 1, S, Dh)
         var s = b.Scale(b.MatMul(q5, b.SwapLast(k5)), scale ?? 1.0 / Math.Sqrt(dh));      // (B, Hkv, G, T, S)
-        var s32 = b.Cast(s, DType.Float32);
-        var masked = b.Where(allowed, s32, b.Scalar(float.MinValue, DType.Float32));
-        var p = b.Cast(b.Softmax(masked, -1), q.DType);                                   // (B, Hkv, G, T, S)
+        var p = b.Softmax(b.Add(s, bias), -1);                                            // (B, Hkv, G, T, S)
         var o = b.MatMul(p, v5);                                                          // (B, Hkv, G, T, Dh)
         return b.Refine(b.Reshape(o, 0, h, -1, dh), Shape.Of(bsz, h, t, dh));           // (B, H, T, Dh)
     }

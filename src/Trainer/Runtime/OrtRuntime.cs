@@ -95,7 +95,9 @@ public sealed class OrtRuntime
                 "extended" => GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                 _ => GraphOptimizationLevel.ORT_ENABLE_ALL,
             },
-            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+            // MIXLORA_ORT_LOG=0..4 (verbose..fatal) for diagnosis, e.g. 0 prints node placement
+            LogSeverityLevel = int.TryParse(Environment.GetEnvironmentVariable("MIXLORA_ORT_LOG"), out var level)
+                ? (OrtLoggingLevel)level : OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         if (ProfilePrefix != null) o.ProfileOutputPathPrefix = ProfilePrefix;
         if (profile || ProfilePrefix != null) o.EnableProfiling = true;
