@@ -17,7 +17,7 @@ public sealed record CompiledGraph(Graph Graph, IReadOnlyList<Adapters.Trainable
 
 /// <summary>
 /// The gradient step and the eval step (DESIGN §7). IO contract, inputs: `input_ids`, `attention_mask`,
-/// `labels` (B, T) int64, `training` (bool scalar, grad step only), every frozen weight (HF key), every
+/// `labels` (B, T) int64, every frozen weight (HF key), every
 /// trainable tensor (reference key, fp32), and with accumulation `KEY.grad.acc`. Outputs: `loss`, `lm_loss`,
 /// `aux_loss`, `valid_tokens` (fp32 scalars), `router_load` (L, E) (MixLoRA only), and `KEY.grad` (grad
 /// step: accumulated into `.grad.acc` when present) or `logits` (B, T, V) fp32 (eval step).
@@ -25,7 +25,7 @@ public sealed record CompiledGraph(Graph Graph, IReadOnlyList<Adapters.Trainable
 public static class TrainGraphs
 {
     public const string Loss = "loss", LmLoss = "lm_loss", AuxLoss = "aux_loss", ValidTokens = "valid_tokens", RouterLoad = "router_load";
-    public const string Labels = "labels", Training = "training", Logits = "logits";
+    public const string Labels = "labels", Logits = "logits";
 
     public static string AccName(string key) => key + ".grad.acc";
 
@@ -77,7 +77,9 @@ public static class TrainGraphs
     private static (Builder B, AdapterGraph Adapter, Value Loss, IReadOnlyDictionary<string, Value> Weights) Forward(string name, TrainSpec spec, bool withTraining)
     {
         var b = new Builder(name);
-        var training = withTraining ? b.Input(Training, DType.Bool, Shape.Scalar) : null;
+        // the grad step always trains: a constant, not an input (a bool input the Dropout kernels read on the
+        // host forced a device-to-host copy, a stream sync, every step, and blocked CUDA graph capture)
+        var training = withTraining ? b.Scalar(1, DType.Bool) : null;
         var adapter = new AdapterGraph(spec.Adapter, spec.Compute, training);
         var start = ForwardGraph.Start(b, spec.Model, spec.Shapes, spec.WeightType, spec.Compute, adapter);
         var labels = b.Input(Labels, DType.Int64, spec.Shapes.MicroBatch, spec.Shapes.SeqLen);

@@ -32,8 +32,6 @@ internal sealed class StepIO
         OptimizerInputs[AdamW.StepInput] = store.Allocate(DType.Int64, []);
         OptimizerInputs[AdamW.LrInput] = store.Allocate(DType.Float32, []);
         OptimizerInputs[OptimizerGraph.GradScaleInput] = store.Allocate(DType.Float32, []);
-        True = store.Upload(HostTensor.Of([true]) with { Shape = [] });
-        False = store.Upload(HostTensor.Of([false]) with { Shape = [] });
         long[] shape = [m.MicroBatchSize, m.SeqLen];
         Batch = new Dictionary<string, OrtValue>(StringComparer.Ordinal)
         {
@@ -47,8 +45,6 @@ internal sealed class StepIO
     public Dictionary<string, OrtValue> OptimizerInputs { get; } = new(StringComparer.Ordinal);
     public Dictionary<string, OrtValue> OptimizerOutputs { get; } = new(StringComparer.Ordinal);
     public Dictionary<string, OrtValue> Batch { get; }
-    public OrtValue True { get; }
-    public OrtValue False { get; }
 
     public double GradNorm => _store.Download(OptimizerOutputs[OptimizerGraph.GradNormOutput]).Floats()[0];
 

@@ -48,7 +48,9 @@ public sealed class StepRunner : IDisposable
         _eval = new(() => Open("eval_step"));
         try
         {
-            _grad = Open("grad_step");
+            // the grad step is the one captured as a CUDA graph (MIXLORA_CUDA_GRAPH=1): its bound addresses
+            // stay fixed (parameters are copied back after the optimizer, gradients reset to one buffer)
+            _grad = new BoundSession(rt, graphs("grad_step"), rt.CudaGraph ? rt.Options(cudaGraph: true) : null);
             ParamSpec[] tensors = [new(TrainGraphs.FlatParams, [manifest.Trainable.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b))])];
             _opt = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.Build(tensors, optimizer with { GradScaleInput = true })));
             _store = new DeviceTensors(rt, _grad.Session);
@@ -82,10 +84,11 @@ public sealed class StepRunner : IDisposable
     {
         var sums = new double[4];
         double[,]? load = null;
+        State.Grads.Reset();                                                              // fixed addresses per micro-step index
         for (var i = 0; i < micro.Count; i++)
         {
             var session = i == 0 ? _grad : _gradAcc.Value;
-            var (inputs, outputs) = Feeds(micro[i], training: true);
+            var (inputs, outputs) = Feeds(micro[i]);
             // gradients land in place in the flat gradient buffer through per-tensor views
             foreach (var (k, v) in State.Views(State.Grads.Next)) outputs[AdamW.GradName(k)] = v;
             if (i > 0) foreach (var (k, v) in State.Views(State.Grads.Current)) inputs[TrainGraphs.AccName(k)] = v;
@@ -98,7 +101,7 @@ public sealed class StepRunner : IDisposable
         var optOut = new Dictionary<string, OrtValue>(_io.OptimizerOutputs);
         State.BindOptimizer(optIn, optOut);
         _opt.Run(optIn, optOut);
-        State.SwapAfterOptimizer();
+        State.SwapAfterOptimizer(fixedParams: _rt.CudaGraph);
         var n = micro.Count;
         if (load != null) for (var l = 0; l < load.GetLength(0); l++) for (var e = 0; e < load.GetLength(1); e++) load[l, e] /= n;
         return new StepResult(sums[0] / n, sums[1] / n, sums[2] / n, _io.GradNorm, micro.Sum(b => b.AttentionMask.Sum()), load);
@@ -110,7 +113,7 @@ public sealed class StepRunner : IDisposable
         double lm = 0, loss = 0, tokens = 0;
         foreach (var b in batches)
         {
-            var (inputs, outputs) = Feeds(b, training: false);
+            var (inputs, outputs) = Feeds(b);
             outputs[TrainGraphs.Logits] = _io.Scratch(_eval.Value, TrainGraphs.Logits);
             _eval.Value.Run(inputs, outputs);
             _io.ReadStepOutputs();
@@ -120,13 +123,12 @@ public sealed class StepRunner : IDisposable
         return tokens == 0 ? (0, 0, 0) : (loss / tokens, lm / tokens, (long)tokens);
     }
 
-    private (Dictionary<string, OrtValue> In, Dictionary<string, OrtValue> Out) Feeds(Batch b, bool training)
+    private (Dictionary<string, OrtValue> In, Dictionary<string, OrtValue> Out) Feeds(Batch b)
     {
         var inputs = new Dictionary<string, OrtValue>(_weights, StringComparer.Ordinal);
         foreach (var (k, v) in State.ParamViews()) inputs[k] = v;
         _io.Load(b);
         foreach (var (k, v) in _io.Batch) inputs[k] = v;
-        inputs[TrainGraphs.Training] = training ? _io.True : _io.False;
         var outputs = new Dictionary<string, OrtValue>(_io.StepOutputs, StringComparer.Ordinal);
         return (inputs, outputs);
     }

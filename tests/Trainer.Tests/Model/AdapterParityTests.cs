@@ -31,7 +31,6 @@ public sealed class AdapterParityTests
         feeds["input_ids"] = HostTensor.Of(batch.InputIds, 2, 64);
         feeds["attention_mask"] = HostTensor.Of(batch.AttentionMask, 2, 64);
         feeds["labels"] = HostTensor.Of(batch.Labels, 2, 64);
-        feeds["training"] = HostTensor.Of([false]);
         return (g, feeds);
     }
 
