@@ -131,16 +131,20 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         return b.Scale(b.Reshape(delta, -1, slots, outF), S.Scaling);                     // (N, K, out)
     }
 
-    /// <summary>Experts' A (stacked on rows) or B (stacked on columns), each a reference-keyed input.</summary>
+    /// <summary>
+    /// Experts' A (stacked on rows) or B (stacked on columns), each a reference-keyed fp32 input, stacked in
+    /// fp32 and cast once: one Cast and one Concat (backward: one Cast, one Split) instead of one Cast per
+    /// expert each way, about 1,800 fewer nodes per TinyLlama-shape step.
+    /// </summary>
     private Value Stacked(Builder b, int layer, string module, string which, int e, long other, int r, int axis)
     {
         var parts = Enumerable.Range(0, e).Select(i =>
         {
             var key = $"{Key(layer)}.{module}.experts.{i}";
             var t = which == "lora_A" ? LoraLayer.A(key, S, other) : LoraLayer.B(key, S, other);
-            return trainables.Get(b, t, compute);
+            return trainables.Get(b, t, DType.Float32);
         }).ToArray();
-        return b.Concat(axis, parts);
+        return b.Cast(b.Concat(axis, parts), compute);                                    // (E·R, in) or (out, E·R)
     }
 
     /// <summary>(N, K, E·R) compute-dtype mask: column c belongs to slot j when c / R == expert of slot j.</summary>
