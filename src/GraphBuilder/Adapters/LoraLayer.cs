@@ -15,12 +15,15 @@ public static class LoraLayer
 
     public static TrainableTensor B(string key, LoraSettings s, long outF) => new($"{key}.lora_B.weight", [outF, s.R], Init.Zeros);
 
-    /// <summary>s · dropout(x) Aᵀ Bᵀ for x (N, in); A [R, in], B [out, R].</summary>
+    /// <summary>
+    /// s · dropout(x) Aᵀ Bᵀ for x (N, in); A [R, in], B [out, R]. The scale is applied in rank space, on
+    /// (N, R), so no elementwise pass (forward or backward) runs over the (N, out) output.
+    /// </summary>
     public static Value Delta(Builder b, Value x, Value a, Value bw, LoraSettings s, Value? training)
     {
         var xd = Dropout(b, x, s.LoraDropout, training);
-        var z = b.Linear(xd, a);                                            // (N, R)
-        return b.Scale(b.Linear(z, bw), s.Scaling);                          // (N, out)
+        var z = b.Scale(b.Linear(xd, a), s.Scaling);                        // (N, R)
+        return b.Linear(z, bw);                                              // (N, out)
     }
 
     /// <summary>

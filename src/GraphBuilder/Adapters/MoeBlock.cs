@@ -30,7 +30,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var gate = trainables.Get(b, new TrainableTensor($"{Key(site.Layer)}.moe_gate.weight", [e, d], Init.Gaussian, cfg.RouterInitRange), DType.Float32);
         var routing = Router.Route(b, x, gate, cfg);
         var slots = routing.Experts.S[-1].Value;                                          // K (or E for dynamic)
-        var mask = BlockMask(b, routing.Experts, e, S.R);                                 // (N, K, E·R)
+        var mask = BlockMask(b, routing.Experts, e, S.R, S.Scaling);                      // (N, K, E·R), 0 or s
         Value Activate(Value v) => cfg.ActFn is null ? site.Act(v) : b.Act(cfg.ActFn, v);
 
         var onehot = S.UseDora ? OneHot(b, routing.Experts, e) : null;                 // (N, K, E) with DoRA
@@ -49,7 +49,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
             var z = DownRank(b, site.Layer, h, f, slots);                                 // (N, K, E·R)
             var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", e, d, S.R, axis: 1);  // (D, E·R)
             var zw = b.Squeeze(b.SumSlices(b.Mul(b.Mul(z, mask), w), 1, slots), 1);          // (N, E·R)
-            y = b.Add(y, b.Scale(b.Linear(zw, b2), S.Scaling));                           // (N, D)
+            y = b.Add(y, b.Linear(zw, b2));                                               // (N, D) (s is in the mask)
         }
         return (y, routing);
     }
@@ -72,7 +72,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var frozen = b.Reshape(site.Frozen("down_proj", b.Reshape(h, -1, f)), -1, slots, d);   // (N, K, D)
         var zm = b.Mul(DownRank(b, site.Layer, h, f, slots), mask);                          // (N, K, E·R)
         var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", e, d, S.R, axis: 1);         // (D, E·R)
-        var delta = b.Scale(b.Reshape(b.Linear(b.Reshape(zm, -1, e * S.R), b2), -1, slots, d), S.Scaling);
+        var delta = b.Reshape(b.Linear(b.Reshape(zm, -1, e * S.R), b2), -1, slots, d);     // s is in the mask
         var y = Dora(b, site, "down_proj", b.Add(frozen, delta), onehot, f, d);             // (N, K, D)
         return b.Squeeze(b.SumSlices(b.Mul(y, w), 1, slots), 1);                             // (N, D)
     }
@@ -117,7 +117,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         return b.Mul(x, b.Where(training, noise, b.Scalar(1, x.DType)));
     }
 
-    /// <summary>s · B*ᵀ(mask ⊙ A* x) for every slot: (N, K, F), or null when the projection is not targeted.</summary>
+    /// <summary>B*ᵀ(mask ⊙ A* x) for every slot (s is in the mask): (N, K, F), or null when the projection is not targeted.</summary>
     private Value? Delta(Builder b, int layer, string module, Value x, Value mask, long inF, long outF)
     {
         if (!cfg.Targets(module)) return null;
@@ -128,7 +128,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var zm = b.Mul(z, mask);                                                          // (N, K, E·R)
         var slots = mask.S[1].Value;
         var delta = b.Linear(b.Reshape(zm, -1, e * S.R), bw);                             // (N·K, out)
-        return b.Scale(b.Reshape(delta, -1, slots, outF), S.Scaling);                     // (N, K, out)
+        return b.Reshape(delta, -1, slots, outF);                                         // (N, K, out) (s is in the mask)
     }
 
     /// <summary>
@@ -147,11 +147,14 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         return b.Cast(b.Concat(axis, parts), compute);                                    // (E·R, in) or (out, E·R)
     }
 
-    /// <summary>(N, K, E·R) compute-dtype mask: column c belongs to slot j when c / R == expert of slot j.</summary>
-    private Value BlockMask(Builder b, Value experts, int e, int r)
+    /// <summary>
+    /// (N, K, E·R) compute-dtype mask holding the LoRA scale s where column c belongs to slot j (c / R ==
+    /// expert of slot j) and 0 elsewhere: scaling in rank space spares a pass over every (N, K, out) delta.
+    /// </summary>
+    private Value BlockMask(Builder b, Value experts, int e, int r, double scaling)
     {
         var owner = b.Ints(Enumerable.Range(0, e * r).Select(c => (long)(c / r)).ToArray());      // (E·R)
-        return b.Cast(b.Equal(b.Unsqueeze(experts, 2), owner), compute);                         // (N, K, E·R)
+        return b.Scale(b.Cast(b.Equal(b.Unsqueeze(experts, 2), owner), compute), scaling);       // (N, K, E·R)
     }
 
     public static string Key(int layer) => $"mixlora.layers.{layer}.mlp";
