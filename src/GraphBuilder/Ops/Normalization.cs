@@ -10,7 +10,6 @@ namespace MixLoRA.GraphBuilder.Ops;
 /// </summary>
 public static class NormalizationOps
 {
-
     public static readonly OpDef SimplifiedLayerNormOp = new("SimplifiedLayerNormalization")
     {
         Outputs = 2,
@@ -92,8 +91,8 @@ public static class NormalizationOps
         A.Of(("axis", -1L), ("epsilon", eps), ("stash_type", x.DType == DType.Float64 ? (long)DType.Float64 : (long)DType.Float32));
 
     /// <summary>
-    /// RMS norm over the last axis as one fused kernel: x · 1/sqrt(mean(x²) + eps) · weight, accumulated in
-    /// float32 and rounded once to x's dtype. The weight is cast to x's dtype. Float64 x is composed from
+    /// RMS norm over the last axis as one fused kernel: x · 1/sqrt(mean(x²) + eps) · weight, statistics in
+    /// float32, output in x's dtype. The weight is cast to x's dtype. Float64 x is composed from
     /// primitives instead (exact in float64): ORT's CPU kernel cannot produce inv_std_var for float64 x.
     /// </summary>
     public static Value RmsNormFused(this Builder b, Value x, Value weight, double eps)
