@@ -4,23 +4,22 @@ using MixLoRA.GraphBuilder.Ops;
 
 namespace MixLoRA.GraphBuilder.Models;
 
-/// <summary>RMSNorm, activations and RoPE as compositions of catalog primitives (no rules of their own).</summary>
+/// <summary>RMSNorm (one fused catalog op), activations and RoPE (compositions of catalog primitives, no rules of their own).</summary>
 public static class Layers
 {
     /// <summary>
-    /// HF LlamaRMSNorm: in fp32, x / sqrt(mean(x²) + eps), back to the input dtype, times the weight.
+    /// HF LlamaRMSNorm as one fused kernel (ORT SimplifiedLayerNormalization; gradient rule in
+    /// <see cref="NormalizationOps"/>): x / sqrt(mean(x²) + eps) ⊙ w, the statistics in fp32.
+    /// For 16-bit x the kernel forms x · r · w from the fp32 statistics and rounds its output to x's dtype
+    /// (fp32 product, one rounding, on CUDA), where HF rounds the normalised value to the input dtype before
+    /// multiplying by the weight; in float32 the two agree up to float32 rounding. Float64 x is composed from
+    /// primitives (see <see cref="NormalizationOps.RmsNormFused"/>).
     /// <code>
-    /// x ─Cast32─┬─ x² ─ mean(-1) ─ +eps ─ sqrt ─┐
-    ///           └──────────────────────────── ÷ ─Cast─ ⊙ w
+    /// x ─┬─ SimplifiedLayerNormalization(axis −1, fp32 stash) ─ y
+    /// w ─┘  (y = x · r · w,  r = 1/sqrt(mean(x²) + eps))
     /// </code>
     /// </summary>
-    public static Value RmsNorm(this Builder b, Value x, Value weight, double eps)
-    {
-        var x32 = b.Cast(x, DType.Float32);                                    // (N, D)
-        var ms = b.ReduceMean(b.Mul(x32, x32), [-1], keepDims: true);          // (N, 1)
-        var normed = b.Div(x32, b.Sqrt(b.AddScalar(ms, eps)));                 // (N, D)
-        return b.Mul(b.Cast(weight, x.DType), b.Cast(normed, x.DType));
-    }
+    public static Value RmsNorm(this Builder b, Value x, Value weight, double eps) => b.RmsNormFused(x, weight, eps);
 
     public static Value Silu(this Builder b, Value x) => b.Mul(x, b.Sigmoid(x));
 
