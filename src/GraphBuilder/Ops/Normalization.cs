@@ -63,7 +63,9 @@ public static class NormalizationOps
         if (g.Wants(0))
         {
             var gw = dy is null ? null : b.Mul(dy, b.Cast(g.X(1), t));                        // (N, D)
-            Value? inner = gw is null ? null : b.Cast(b.ReduceMean(b.Mul(gw, x), [-1], keepDims: true), r.DType);   // (N, 1)
+            // the row mean in the stash dtype (fp32): ORT has no 16-bit ReduceMean kernel, and an fp32 mean keeps
+            // the reference's precision (HF's RMSNorm backward runs in fp32)
+            Value? inner = gw is null ? null : b.ReduceMean(b.Cast(b.Mul(gw, x), r.DType), [-1], keepDims: true);   // (N, 1)
             if (dr is not null)
             {
                 var d = x.Shape is { } s && s[-1].IsStatic ? s[-1].Value : throw Fail.Bug($"SimplifiedLayerNormalization inv_std_var gradient needs a static last dim ({g.Node.Name})");
