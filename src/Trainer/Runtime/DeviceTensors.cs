@@ -63,9 +63,6 @@ public sealed class DeviceTensors : IDisposable
     }
 
     /// <summary>The device tensor's contents on the host.</summary>
-    /// <summary>Device-to-device copy of one tensor into another of the same size (stream-ordered by ORT).</summary>
-    public static void Copy(OrtValue src, OrtValue dst) => OrtEnv.Instance().CopyTensors([src], [dst], null);
-
     public HostTensor Download(OrtValue v)
     {
         var info = v.GetTensorTypeAndShape();

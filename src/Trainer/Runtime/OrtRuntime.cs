@@ -83,16 +83,8 @@ public sealed class OrtRuntime
         return new() { ["arena_extend_strategy"] = "kSameAsRequested", ["use_tf32"] = "0" };
     }
 
-    /// <summary>
-    /// MIXLORA_CUDA_GRAPH=1 (experimental): the gradient step is captured as a CUDA graph and replayed, which
-    /// removes ORT's per-node launch overhead. Replays reuse the captured kernels' arguments, so Dropout
-    /// masks repeat every step: use it with lora_dropout 0.
-    /// </summary>
-    public bool CudaGraph => Device == Device.Cuda && Environment.GetEnvironmentVariable("MIXLORA_CUDA_GRAPH") == "1";
-
     /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only; default <see cref="StrictPlacement"/>).</param>
-    /// <param name="cudaGraph">capture the session as a CUDA graph (CUDA only; run through IoBinding with fixed addresses).</param>
-    public SessionOptions Options(bool profile = false, bool? strict = null, bool cudaGraph = false)
+    public SessionOptions Options(bool profile = false, bool? strict = null)
     {
         var o = new SessionOptions
         {
@@ -111,9 +103,7 @@ public sealed class OrtRuntime
         if (profile || ProfilePrefix != null) o.EnableProfiling = true;
         if (Device == Device.Cuda)
         {
-            var provider = ProviderOptions();
-            if (cudaGraph) provider["enable_cuda_graph"] = "1";
-            o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, provider);
+            o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, ProviderOptions());
             if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
             if (Environment.GetEnvironmentVariable("MIXLORA_ENV_ALLOCATORS") != "0") o.AddSessionConfigEntry("session.use_env_allocators", "1");
         }

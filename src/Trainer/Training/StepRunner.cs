@@ -48,9 +48,7 @@ public sealed class StepRunner : IDisposable
         _eval = new(() => Open("eval_step"));
         try
         {
-            // the grad step is the one captured as a CUDA graph (MIXLORA_CUDA_GRAPH=1): its bound addresses
-            // stay fixed (parameters are copied back after the optimizer, gradients reset to one buffer)
-            _grad = new BoundSession(rt, graphs("grad_step"), rt.CudaGraph ? rt.Options(cudaGraph: true) : null);
+            _grad = Open("grad_step");
             ParamSpec[] tensors = [new(TrainGraphs.FlatParams, [manifest.Trainable.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b))])];
             _opt = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.Build(tensors, optimizer with { GradScaleInput = true })));
             _store = new DeviceTensors(rt, _grad.Session);
@@ -84,7 +82,6 @@ public sealed class StepRunner : IDisposable
     {
         var sums = new double[4];
         double[,]? load = null;
-        State.Grads.Reset();                                                              // fixed addresses per micro-step index
         for (var i = 0; i < micro.Count; i++)
         {
             var session = i == 0 ? _grad : _gradAcc.Value;
@@ -101,7 +98,7 @@ public sealed class StepRunner : IDisposable
         var optOut = new Dictionary<string, OrtValue>(_io.OptimizerOutputs);
         State.BindOptimizer(optIn, optOut);
         _opt.Run(optIn, optOut);
-        State.SwapAfterOptimizer(fixedParams: _rt.CudaGraph);
+        State.SwapAfterOptimizer();
         var n = micro.Count;
         if (load != null) for (var l = 0; l < load.GetLength(0); l++) for (var e = 0; e < load.GetLength(1); e++) load[l, e] /= n;
         return new StepResult(sums[0] / n, sums[1] / n, sums[2] / n, _io.GradNorm, micro.Sum(b => b.AttentionMask.Sum()), load);

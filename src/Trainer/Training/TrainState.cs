@@ -10,15 +10,11 @@ using TrainableTensor = MixLoRA.GraphBuilder.Adapters.TrainableTensor;
 namespace MixLoRA.Trainer.Training;
 
 /// <summary>A device tensor pair: the current value and the buffer the next update is written to.</summary>
-public sealed class DoubleBuffer(OrtValue first, OrtValue second)
+public sealed class DoubleBuffer(OrtValue current, OrtValue next)
 {
-    private readonly (OrtValue, OrtValue) _made = (first, second);
-    public OrtValue Current { get; private set; } = first;
-    public OrtValue Next { get; private set; } = second;
+    public OrtValue Current { get; private set; } = current;
+    public OrtValue Next { get; private set; } = next;
     public void Swap() => (Current, Next) = (Next, Current);
-
-    /// <summary>Back to the order it was made in, so a step's first write always lands in the same buffer.</summary>
-    public void Reset() => (Current, Next) = _made;
 }
 
 /// <summary>
@@ -110,15 +106,9 @@ public sealed class TrainState : IDisposable
         outputs[AdamW.VNewName(p)] = V.Next;
     }
 
-    /// <summary>
-    /// After the optimizer wrote the Next buffers: moments swap; parameters are copied back into the same
-    /// buffer when <paramref name="fixedParams"/> (a captured CUDA graph replays with the addresses it was
-    /// captured with), else swapped.
-    /// </summary>
-    public void SwapAfterOptimizer(bool fixedParams = false)
+    public void SwapAfterOptimizer()
     {
-        if (fixedParams) DeviceTensors.Copy(Params.Next, Params.Current);
-        else Params.Swap();
+        Params.Swap();
         M.Swap();
         V.Swap();
     }
