@@ -142,14 +142,47 @@ public sealed class Builder
         Apply(op, inputs, attrs, name)[0];
 
     /// <summary>Snapshot as an immutable graph. Unused inputs are kept (they are part of the IO contract).</summary>
-    public Graph Build() => new(
-        Name,
-        _inputs.ToImmutableArray(),
-        _outputs.ToImmutableArray(),
-        _nodes.ToImmutableArray(),
-        _initializers.ToImmutableArray(),
-        _values.ToImmutableDictionary(StringComparer.Ordinal),
-        _opsets.ToImmutableSortedDictionary(StringComparer.Ordinal));
+    public Graph Build()
+    {
+        var (nodes, values) = FoldOutputRenames();
+        return new(
+            Name,
+            _inputs.ToImmutableArray(),
+            _outputs.ToImmutableArray(),
+            nodes,
+            _initializers.ToImmutableArray(),
+            values,
+            _opsets.ToImmutableSortedDictionary(StringComparer.Ordinal));
+    }
+
+    /// <summary>
+    /// Output renames (<see cref="Output"/>'s Identity) folded into the producing node: when the renamed
+    /// value has no other consumer and is no graph output itself, its producer writes the output name
+    /// directly. On CUDA each Identity is a device copy into the bound output (1,254 per MixLoRA step).
+    /// </summary>
+    private (ImmutableArray<Node> Nodes, ImmutableDictionary<string, Value> Values) FoldOutputRenames()
+    {
+        var uses = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var n in _nodes) foreach (var i in n.Inputs) uses[i] = uses.GetValueOrDefault(i) + 1;
+        var outputs = _outputs.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        var producer = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (var k = 0; k < _nodes.Count; k++) foreach (var o in _nodes[k].Outputs) producer[o] = k;
+        var nodes = _nodes.ToArray();
+        var drop = new HashSet<int>();
+        var values = _values.ToDictionary(StringComparer.Ordinal);
+        for (var k = 0; k < nodes.Length; k++)
+        {
+            var n = nodes[k];
+            if (n.OpType != ShapeOps.Identity.OpType || n.Domain.Length > 0 || !outputs.Contains(n.Outputs[0])) continue;
+            var src = n.Inputs[0];
+            if (outputs.Contains(src) || uses.GetValueOrDefault(src) != 1 || !producer.TryGetValue(src, out var p) || _stops.Contains(n.Outputs[0])) continue;
+            nodes[p] = nodes[p] with { Outputs = nodes[p].Outputs.Replace(src, n.Outputs[0]) };
+            producer[n.Outputs[0]] = p;
+            values.Remove(src);
+            drop.Add(k);
+        }
+        return (nodes.Where((_, k) => !drop.Contains(k)).ToImmutableArray(), values.ToImmutableDictionary(StringComparer.Ordinal));
+    }
 
     private sealed class PopScope(Stack<string> scopes) : IDisposable
     {

@@ -163,12 +163,16 @@ public static class MaskOps
             var b = g.B;
             var ratio = b.ConstantOf(g.X(1))?.AsDoubles()[0] ?? throw Fail.Bug("Dropout gradient needs a constant ratio");
             var t = g.Dy.DType;
-            var scale = b.Where(g.X(2), b.Scalar(1.0 / (1.0 - ratio), t), b.Scalar(1, t));
+            var fixedMode = b.ConstantOf(g.X(2));                                               // training mode when fixed at build time
+            double? mode = fixedMode is null ? null : fixedMode.DType == DType.Bool ? fixedMode.Bytes.Span[0] : fixedMode.AsDoubles()[0];
+            if (mode == 0) return [g.Dy, null, null];
+            var scale = mode is null ? b.Where(g.X(2), b.Scalar(1.0 / (1.0 - ratio), t), b.Scalar(1, t)) : b.Scalar(1.0 / (1.0 - ratio), t);
             return [b.Where(g.Y(1), b.Mul(g.Dy, scale), b.Scalar(0, t)), null, null];
         },
         Cases = [
             GradCase.Of("train-seeded", (b, x) => b.Dropout(x[0], 0.5, b.Const(ConstantOps.FloatData([1], DType.Bool, [])), seed: 7), Spec.F(4, 5)),
             GradCase.Of("eval", (b, x) => b.Dropout(x[0], 0.3, b.Const(ConstantOps.FloatData([0], DType.Bool, []))), Spec.F(3, 4)),
+            GradCase.Of("mode-input", (b, x) => b.Dropout(x[0], 0.5, x[1], seed: 7), Spec.F(4, 5), Spec.Mask()),
         ],
     };
 
