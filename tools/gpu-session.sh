@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session on the device machine (after ../shared/device/stage.sh pieces are in place):
 # smoke checks, CUDA parity training (fp32/bf16), then benchmarks. Results go to $OUT (log.txt,
-# bench.jsonl, metrics-*.jsonl, probe.txt). usage: bash tools/gpu-session.sh [smoke|parity|bench|probe]...
+# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|parity|bench|probe|ncu]...
 set -uo pipefail
 source /root/mixlora/env.sh
 T="$DOTNET $APP/MixLoRA.Trainer.dll"
@@ -51,6 +51,14 @@ for part in "${parts[@]}"; do
       echo "   first crashing prefix: $hi" | tee -a "$OUT/log.txt"
       timeout 60 $T doctor --device cuda --graph /tmp/pb/${G:-eval_step}.onnx --prefix $hi 2>&1 | grep -a '^prefix' | tee -a "$OUT/log.txt" ;;
     probe) log probe; run $T doctor --device cuda --ops --dtypes "${DTYPES:-bfloat16,float16}" ;;
+    ncu)
+      # GPU kernel time of one training step (Nsight Compute, one metric, clocks and caches as found),
+      # summed per kernel: ORT's own profile times nodes on the host, not kernels
+      log "ncu ${NCU_CASE:-tinyllama-1.1b mixlora}"
+      set -- ${NCU_CASE:-tinyllama-1.1b mixlora}
+      LIMIT=400 run ncu --metrics gpu__time_duration.sum --clock-control none --cache-control none --csv --page raw --print-units base \
+        --log-file /tmp/ncu.csv $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps 1 --warmup 0 --quiet
+      python3 "$(dirname "$0")/ncu-summary.py" /tmp/ncu.csv | tee -a "$OUT/ncu.txt" ;;
   esac
 done
 grep -v '^   at ' "$OUT/log.txt" | cut -c1-300 | tail -60
