@@ -11,24 +11,31 @@ namespace MixLoRA.GraphBuilder.Autodiff;
 /// </summary>
 public static class Gradients
 {
-    /// <summary>Emits d(loss)/d(p) for each p; returns parameter name → gradient value.</summary>
-    public static IReadOnlyDictionary<string, Value> Emit(Builder b, Value loss, IReadOnlyList<Value> parameters, Value? seed = null)
+    /// <summary>
+    /// Emits d(loss)/d(p) for each p; returns parameter name → gradient value. With <paramref name="recompute"/>,
+    /// each of the builder's <see cref="Builder.Segments"/> is recomputed for its backward (see <see cref="Recompute"/>).
+    /// </summary>
+    public static IReadOnlyDictionary<string, Value> Emit(Builder b, Value loss, IReadOnlyList<Value> parameters, Value? seed = null, bool recompute = false)
     {
-        var forward = b.Nodes.ToArray();
-        var live = Between(b, forward, parameters.Select(p => p.Name), loss.Name);
+        var count = b.Nodes.Count;
+        var live = Between(b, b.Nodes.ToArray(), parameters.Select(p => p.Name), loss.Name);
         var grads = new Dictionary<string, List<Value>>(StringComparer.Ordinal)
         {
             [loss.Name] = [seed ?? b.Scalar(1, loss.DType)],
         };
+        var segments = recompute ? b.Segments.Where(s => s.End <= count).ToList() : [];
         using (b.Scope("grad"))
         {
-            for (var i = forward.Length - 1; i >= 0; i--)
+            Recompute? rc = null;
+            for (var i = count - 1; i >= 0; i--)
             {
-                var node = forward[i];
+                if (segments.Any(s => s.Start == i + 1)) rc = null;                                // left a segment
+                if (segments.FirstOrDefault(s => s.End - 1 == i) is { End: > 0 } seg) rc = Enter(b, seg, grads);
+                var node = b.Nodes[i];
                 if (!live.Contains(node.Name)) continue;
                 var outGrads = node.Outputs.Select(o => Total(b, grads, o)).ToArray();
                 if (outGrads.All(g => g is null)) continue;
-                Apply(b, node, outGrads, live, grads);
+                Apply(b, node, outGrads, live, grads, rc);
             }
             var result = new Dictionary<string, Value>(StringComparer.Ordinal);
             foreach (var p in parameters)
@@ -39,10 +46,25 @@ public static class Gradients
         }
     }
 
-    private static void Apply(Builder b, Node node, Value?[] outGrads, HashSet<string> live, Dictionary<string, List<Value>> grads)
+    /// <summary>The recomputation of a segment, gated on the gradient reaching its outputs (null when none does).</summary>
+    private static Recompute? Enter(Builder b, (int Start, int End) seg, Dictionary<string, List<Value>> grads)
+    {
+        for (var i = seg.End - 1; i >= seg.Start; i--)
+        {
+            foreach (var o in b.Nodes[i].Outputs)
+            {
+                if (Total(b, grads, o) is not { } g || !g.DType.IsFloat()) continue;
+                var zero = b.Mul(b.ReduceSum(b.Cast(g, DType.Float32)), b.Scalar(0, DType.Float32));   // () 0, after dL/d(output)
+                return Recompute.Emit(b, seg.Start, seg.End, zero);
+            }
+        }
+        return null;
+    }
+
+    private static void Apply(Builder b, Node node, Value?[] outGrads, HashSet<string> live, Dictionary<string, List<Value>> grads, Recompute? rc = null)
     {
         var op = Catalog.Find(node.Key) ?? throw Fail.Bug($"op {node.Key} of node '{node.Name}' is not in the catalog");
-        var inputs = node.Inputs.Select(n => n.Length == 0 ? null : b.Get(n)).ToArray();
+        var inputs = node.Inputs.Select(n => n.Length == 0 ? null : b.Get(rc?.Of(n) ?? n)).ToArray();
         if (op.Grad is null)
         {
             if (inputs.Any(v => v != null && live.Contains("v:" + v.Name) && v.DType.IsFloat()))
@@ -52,8 +74,8 @@ public static class Gradients
             }
             return;
         }
-        var outputs = node.Outputs.Select(b.Get).ToArray();
-        var ctx = new GradContext(b, node, inputs, outputs, outGrads, name => live.Contains("v:" + name));
+        var outputs = node.Outputs.Select(o => b.Get(rc?.Of(o) ?? o)).ToArray();
+        var ctx = new GradContext(b, node, inputs, outputs, outGrads, name => live.Contains("v:" + (rc?.Original(name) ?? name)));
         Value?[] dIn;
         using (b.Scope(node.Name.Replace('/', '.')))
         {
@@ -61,8 +83,9 @@ public static class Gradients
         }
         for (var k = 0; k < inputs.Length && k < dIn.Length; k++)
         {
-            if (inputs[k] is not { } x || dIn[k] is not { } dx || !live.Contains("v:" + x.Name) || !x.DType.IsFloat()) continue;
-            if (!grads.TryGetValue(x.Name, out var list)) grads[x.Name] = list = [];
+            var name = node.Inputs[k];                                                              // the forward value
+            if (inputs[k] is not { } x || dIn[k] is not { } dx || !live.Contains("v:" + name) || !x.DType.IsFloat()) continue;
+            if (!grads.TryGetValue(name, out var list)) grads[name] = list = [];
             list.Add(dx);
         }
     }

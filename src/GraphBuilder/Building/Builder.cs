@@ -60,8 +60,13 @@ public sealed class Builder
         var v = new Value(name, dtype, shape);
         _values[name] = v;
         _inputs.Add(v);
+        _inputNames.Add(name);
         return v;
     }
+
+    public bool IsInput(string name) => _inputNames.Contains(name);
+
+    private readonly HashSet<string> _inputNames = new(StringComparer.Ordinal);
 
     /// <summary>Marks a value as a graph output, renaming through Identity when a name is given.</summary>
     public Value Output(Value v, string? name = null)
@@ -112,6 +117,32 @@ public sealed class Builder
     public bool IsStopped(string name) => _stops.Contains(name);
 
     public void UseOpset(string domain, int version) => _opsets[domain] = version;
+
+    /// <summary>
+    /// Node-index ranges [Start, End) recorded by <see cref="Segment"/>: units of activation recomputation
+    /// (one decoder layer each) for <see cref="Autodiff.Gradients"/> when checkpointing is on.
+    /// </summary>
+    public IReadOnlyList<(int Start, int End)> Segments => _segments;
+
+    /// <summary>Records the nodes emitted until disposal as one recomputation segment.</summary>
+    public IDisposable Segment()
+    {
+        var start = _nodes.Count;
+        return new Scoped(() => { if (_nodes.Count > start) _segments.Add((start, _nodes.Count)); });
+    }
+
+    private readonly List<(int Start, int End)> _segments = [];
+
+    private sealed class Scoped(Action done) : IDisposable
+    {
+        private bool _done;
+        public void Dispose()
+        {
+            if (_done) return;
+            _done = true;
+            done();
+        }
+    }
 
     /// <summary>Emits one node of a catalog op; infers its outputs' dtypes and shapes.</summary>
     public Value[] Apply(OpDef op, IReadOnlyList<Value?> inputs, IEnumerable<KeyValuePair<string, object>>? attrs = null, string? name = null, int? outputs = null)

@@ -10,7 +10,8 @@ using MixLoRA.GraphBuilder.Optim;
 namespace MixLoRA.GraphBuilder.Graphs;
 
 /// <summary>What a set of training graphs is compiled for.</summary>
-public sealed record TrainSpec(ModelConfig Model, AdapterConfig Adapter, Shapes Shapes, DType WeightType, DType Compute, bool Accumulate = false);
+/// <param name="Checkpointing">recompute each decoder layer's activations in the backward (activation checkpointing).</param>
+public sealed record TrainSpec(ModelConfig Model, AdapterConfig Adapter, Shapes Shapes, DType WeightType, DType Compute, bool Accumulate = false, bool Checkpointing = false);
 
 /// <summary>A compiled graph with its adapter's trainable tensors and the frozen weights it reads.</summary>
 public sealed record CompiledGraph(Graph Graph, IReadOnlyList<Adapters.TrainableTensor> Trainable, IReadOnlyDictionary<string, Value> Weights);
@@ -41,7 +42,7 @@ public static class TrainGraphs
     {
         var (b, adapter, loss, weights) = Forward("grad_step", spec, withTraining: true);
         var parameters = adapter.Params.Inputs;
-        var grads = Gradients.Emit(b, loss, parameters);
+        var grads = Gradients.Emit(b, loss, parameters, recompute: spec.Checkpointing);
         foreach (var p in parameters)
         {
             var g = b.Cast(grads[p.Name], DType.Float32);

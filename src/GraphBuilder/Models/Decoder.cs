@@ -49,7 +49,11 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
                 }
             }
             var past = io.Past?[l];
-            (x, var kv) = Layer(b, l, x, bsz, t, cos, sin, allowed, past, tokenMask);
+            (Value, Value) kv;
+            using (b.Segment())                                                               // unit of recomputation
+            {
+                (x, kv) = Layer(b, l, x, bsz, t, cos, sin, allowed, past, tokenMask);
+            }
             present.Add(kv);
         }
         using (b.Scope("model.norm"))

@@ -24,7 +24,7 @@ public static class BenchCommand
         var dropout = new Option<double>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05 };
         var dtype = new Option<string?>("--dtype") { Description = "bfloat16 | float16 | float32 (default: float32 on cpu, bfloat16 on cuda)" };
         var device = new Option<string>("--device") { Description = "cpu | cuda", DefaultValueFactory = _ => "cpu" };
-        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "per-layer recomputation (reported as not implemented)" };
+        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute each decoder layer's activations in the backward (activation checkpointing)" };
         var steps = new Option<int>("--steps") { Description = "timed steps", DefaultValueFactory = _ => 10 };
         var warmup = new Option<int>("--warmup") { Description = "untimed steps first", DefaultValueFactory = _ => 3 };
         var peak = new Option<double?>("--peak-tflops") { Description = "device peak for MFU (default 989.4 on cuda in bf16/fp16)" };

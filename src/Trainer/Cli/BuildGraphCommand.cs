@@ -18,11 +18,12 @@ public static class BuildGraphCommand
         var dtype = new Option<string>("--dtype") { Description = "float32 | float16 | bfloat16", DefaultValueFactory = _ => "float32" };
         var device = new Option<string>("--device") { Description = "cpu | cuda", DefaultValueFactory = _ => "cpu" };
         var seed = new Option<int>("--seed") { Description = "seed of the adapter initialization when no weights are given", DefaultValueFactory = _ => 42 };
-        var command = new RootCommand("mixlora-build-graph: compile training graphs for a model and adapter") { model, adapter, output, seqLen, micro, dtype, device, seed };
+        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute each decoder layer's activations in the backward (less memory, about one more forward per step)" };
+        var command = new RootCommand("mixlora-build-graph: compile training graphs for a model and adapter") { model, adapter, output, seqLen, micro, dtype, device, seed, checkpointing };
         command.SetAction(p =>
         {
             var o = new BuildOptions(p.GetValue(model)!, p.GetValue(adapter)!, p.GetValue(output)!, p.GetValue(seqLen), p.GetValue(micro),
-                DTypes.Parse(p.GetValue(dtype)!), OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(seed));
+                DTypes.Parse(p.GetValue(dtype)!), OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(seed), p.GetValue(checkpointing));
             Console.WriteLine($"building graphs for {o.ModelDir} into {o.OutDir}");
             var m = ArtifactsBuilder.Build(o, Console.Out);
             Console.WriteLine($"wrote {o.OutDir}/manifest.json: {m.Trainable.Count} trainable tensors ({m.Trainable.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b)):N0} parameters), {m.Weights.Count} frozen weights");

@@ -10,7 +10,8 @@ using MixLoRA.Trainer.Runtime;
 namespace MixLoRA.Trainer.Training;
 
 /// <summary>What `mixlora-build-graph` compiles.</summary>
-public sealed record BuildOptions(string ModelDir, string Adapter, string OutDir, int SeqLen = 512, int MicroBatch = 1, DType DType = DType.Float32, Device Device = Device.Cpu, int Seed = 42);
+/// <param name="Checkpointing">recompute each decoder layer in the backward (activation checkpointing: less memory, ~1 more forward).</param>
+public sealed record BuildOptions(string ModelDir, string Adapter, string OutDir, int SeqLen = 512, int MicroBatch = 1, DType DType = DType.Float32, Device Device = Device.Cpu, int Seed = 42, bool Checkpointing = false);
 
 /// <summary>
 /// Writes an artifacts folder: `grad_step.onnx` (first micro-batch), `grad_accum_step.onnx` (adds into
@@ -27,7 +28,7 @@ public static class ArtifactsBuilder
         Fail.If(o.MicroBatch < 1, $"--micro-batch-size {o.MicroBatch} must be positive", "use 1 or more");
         Fail.If(o.Device == Device.Cpu && o.DType != DType.Float32, $"--dtype {o.DType.Name()} on the CPU", "the CPU provider computes in float32: use --dtype float32, or --device cuda");
         Directory.CreateDirectory(o.OutDir);
-        var spec = new TrainSpec(cfg, adapterCfg, new Shapes(o.MicroBatch, o.SeqLen), o.DType, o.DType);
+        var spec = new TrainSpec(cfg, adapterCfg, new Shapes(o.MicroBatch, o.SeqLen), o.DType, o.DType, Checkpointing: o.Checkpointing);
         var graphs = new Dictionary<string, CompiledGraph>
         {
             ["grad_step"] = TrainGraphs.GradStep(spec),
