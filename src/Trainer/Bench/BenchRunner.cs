@@ -50,7 +50,11 @@ public static class BenchRunner
         {
             var micro = new[] { RandomBatch(batch, seq, preset.Model.VocabSize, o.Seed) };
             long step = 1;
+            // peaks live inside runs: memory is watched through the warm-up steps (the same graph as the timed
+            // ones), so the sampler does not share the CPU with timed steps; without warm-up, through the timing
+            var watch = memory.Watch();
             for (var i = 0; i < o.Warmup; i++) runner.Step(micro, step++, 1e-4);
+            if (o.Warmup > 0) watch.Dispose();
             memory.Sample();
             setup = clock.Elapsed.TotalSeconds;
             log.WriteLine($"setup + {o.Warmup} warm-up steps: {setup:F1}s; timing {o.Steps} steps");
@@ -62,6 +66,7 @@ public static class BenchRunner
                 lastLoss = runner.Step(micro, step++, 1e-4).Loss;
                 times[i] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
             }
+            watch.Dispose();
             memory.Sample();
             deviceBytes = runner.DeviceBytes;
         }
