@@ -56,7 +56,7 @@ for part in "${parts[@]}"; do
       # summed per kernel: ORT's own profile times nodes on the host, not kernels
       log "ncu ${NCU_CASE:-tinyllama-1.1b mixlora}"
       set -- ${NCU_CASE:-tinyllama-1.1b mixlora}
-      LIMIT=400 run ncu --metrics gpu__time_duration.sum --clock-control none --cache-control none --csv --page raw --print-units base \
+      LIMIT=400 run ncu --target-processes application-only --metrics gpu__time_duration.sum --clock-control none --cache-control none --csv --page raw --print-units base \
         --log-file /tmp/ncu.csv $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps 1 --warmup 0 --quiet
       python3 "$(dirname "$0")/ncu-summary.py" /tmp/ncu.csv | tee -a "$OUT/ncu.txt" ;;
   esac
