@@ -7,20 +7,24 @@ namespace MixLoRA.Trainer.Tests.Training;
 
 /// <summary>
 /// Issue 4's check: mixlora-build-graph + mixlora-train with train.json's settings reproduce the reference
-/// run's per-step losses and final adapter (relative L2 over all tensors together).
+/// run's per-step losses and final adapter (relative L2 over all tensors together), with stored activations
+/// and with --gradient-checkpointing (recomputed layers).
 /// </summary>
 [TestClass]
 public sealed class TrainParityTests
 {
     [TestMethod]
-    public void ThreeStepsMatchTheReference()
+    [DataRow(false)]
+    [DataRow(true)]
+    public void ThreeStepsMatchTheReference(bool checkpointing)
     {
         var dir = TestFiles.Parity("llama-basic") ?? throw new AssertFailedException("shared/parity/llama-basic not found");
         var work = TestFiles.TempDir();
         var artifacts = Path.Combine(work, "artifacts");
         var output = Path.Combine(work, "run");
-        Assert.AreEqual(0, Commands.Run(["build-graph", "--model", Path.Combine(dir, "model"), "--adapter", Path.Combine(dir, "adapter_init"),
-            "--out", artifacts, "--seq-len", "64", "--micro-batch-size", "2", "--dtype", "float32", "--device", "cpu"]));
+        string[] build = ["build-graph", "--model", Path.Combine(dir, "model"), "--adapter", Path.Combine(dir, "adapter_init"),
+            "--out", artifacts, "--seq-len", "64", "--micro-batch-size", "2", "--dtype", "float32", "--device", "cpu"];
+        Assert.AreEqual(0, Commands.Run(checkpointing ? [.. build, "--gradient-checkpointing"] : build));
         Assert.AreEqual(0, Commands.Run(["train", "--artifacts", artifacts, "--data", Path.Combine(dir, "data.jsonl"), "--out", output,
             "--batch-size", "2", "--micro-batch-size", "2", "--steps", "3", "--lr", "0.01", "--weight-decay", "0.01",
             "--lr-scheduler", "constant", "--no-shuffle", "--quiet"]));
