@@ -12,8 +12,9 @@ namespace MixLoRA.GraphBuilder.Autodiff;
 /// x_l ─ layer l (forward) ─ x_{l+1} ─ … ─ loss ─ … ─ dL/dx_{l+1} ─ 0·Σ ─┐
 /// x_l ──────────────────────────────────────────────────────── (+) ─ layer l again ─ layer l's rules
 /// </code>
-/// The recomputed inputs are gated by 0·Σ(dL/d output), a data dependency that keeps ONNX Runtime from
-/// scheduling the recomputation early or merging it with the forward (common-subexpression elimination).
+/// The segment's entry (its first node's inputs, a layer's residual stream) is gated by 0·Σ(dL/d output), a
+/// data dependency that keeps ONNX Runtime from scheduling the recomputation early or merging it with the
+/// forward (common-subexpression elimination); every recomputed activation depends on it.
 /// Dropout is replayed from the forward's mask (kept, one byte per element): y = mask ⊙ x / (1 − p). The
 /// mask has to stay consumed anyway: with it unused, ORT's optimizer dropped the forward Dropout (seen in
 /// CheckpointingTests when the recomputation drew masks of its own).
@@ -35,13 +36,16 @@ internal sealed class Recompute
         var r = new Recompute();
         var inside = new HashSet<string>(StringComparer.Ordinal);
         for (var i = start; i < end; i++) foreach (var o in b.Nodes[i].Outputs) inside.Add(o);
+        // the segment's entry values (the first node's inputs: a layer's residual stream) carry the gate; what
+        // the recomputation reads from outside otherwise (mask bias, RoPE tables) is read as is
+        var entry = b.Nodes[start].Inputs.ToHashSet(StringComparer.Ordinal);
         var gated = new Dictionary<string, Value>(StringComparer.Ordinal);
         Value? In(string name)
         {
             if (name.Length == 0) return null;
             if (r._map.TryGetValue(name, out var m)) return b.Get(m);
             var v = b.Get(name);
-            if (inside.Contains(name) || !v.DType.IsFloat() || b.IsInput(name) || b.ConstantOf(v) != null) return v;
+            if (!entry.Contains(name) || inside.Contains(name) || !v.DType.IsFloat() || b.IsInput(name) || b.ConstantOf(v) != null) return v;
             if (!gated.TryGetValue(name, out var g)) gated[name] = g = b.Add(v, b.Cast(dependency, v.DType));
             return g;
         }

@@ -45,7 +45,8 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
             {
                 using (b.Scope(window == 0 ? "model.mask" : $"model.mask_w{window}"))
                 {
-                    masks[window] = allowed = Attention.Bias(b, Attention.Mask(b, io.AttentionMask, lens.Past, lens.Seq, lens.Total, window == 0 ? null : window), compute);
+                    allowed = Attention.Bias(b, Attention.Mask(b, io.AttentionMask, lens.Past, lens.Seq, lens.Total, window == 0 ? null : window), compute);
+                    masks[window] = allowed = Attention.FullBias(b, allowed, bsz, t, cfg.NumKvHeads, cfg.NumHeads / cfg.NumKvHeads);
                 }
             }
             var past = io.Past?[l];
