@@ -67,7 +67,7 @@ public static class Gradients
         var inputs = node.Inputs.Select(n => n.Length == 0 ? null : b.Get(rc?.Of(n) ?? n)).ToArray();
         if (op.Grad is null)
         {
-            if (inputs.Any(v => v != null && live.Contains("v:" + v.Name) && v.DType.IsFloat()))
+            if (inputs.Where((v, k) => v != null && live.Contains("v:" + node.Inputs[k]) && v.DType.IsFloat()).Any())
             {
                 var shapes = string.Join(", ", inputs.Select(v => v?.ToString() ?? "-"));
                 throw Fail.Bug($"no gradient rule for {node.Key} (node '{node.Name}', inputs {shapes}): {op.NoGradReason ?? "missing rule"}");
