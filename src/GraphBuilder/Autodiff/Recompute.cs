@@ -15,6 +15,7 @@ namespace MixLoRA.GraphBuilder.Autodiff;
 /// The segment's entry (its first node's inputs, a layer's residual stream) is gated by 0·Σ(dL/d output), a
 /// data dependency that keeps ONNX Runtime from scheduling the recomputation early or merging it with the
 /// forward (common-subexpression elimination); every recomputed activation depends on it.
+/// Random tensors (router jitter) are read from the forward, not drawn again.
 /// Dropout is replayed from the forward's mask (kept, one byte per element): y = mask ⊙ x / (1 − p). The
 /// mask has to stay consumed anyway: with it unused, ORT's optimizer dropped the forward Dropout (seen in
 /// CheckpointingTests when the recomputation drew masks of its own).
@@ -55,6 +56,7 @@ internal sealed class Recompute
             {
                 var node = b.Nodes[i];
                 if (b.ConstantOf(b.Get(node.Outputs[0])) != null) continue;                     // constants are shared
+                if (node.OpType.StartsWith("Random", StringComparison.Ordinal)) continue;         // noise (router jitter) is reused, not redrawn
                 if (node.OpType == "Dropout")
                 {
                     r.Replay(b, node, In(node.Inputs[0])!);

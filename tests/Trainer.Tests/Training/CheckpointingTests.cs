@@ -1,10 +1,12 @@
 using System.Collections.Immutable;
 using Microsoft.ML.OnnxRuntime;
+using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.Trainer.Bench;
 using MixLoRA.Trainer.Runtime;
+using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Tests.Model;
 
 namespace MixLoRA.Trainer.Tests.Training;
@@ -48,11 +50,38 @@ public sealed class CheckpointingTests
         Assert.IsTrue(grads.Any(k => Compare.MaxRelative(other[k].Floats(), got[k].Floats()) > 1e-3), "other dropout masks should change some gradient");
     }
 
-    /// <summary>The graph with a seed on every Dropout (base + its index among the Dropouts).</summary>
+    [TestMethod]
+    public void RouterJitterIsReusedNotRedrawn()
+    {
+        var path = Path.Combine(TestFiles.TempDir(), "adapter_config.json");
+        File.WriteAllText(path, System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["peft_type"] = "MIXLORA", ["task_type"] = "CAUSAL_LM", ["r"] = 4, ["lora_alpha"] = 8, ["lora_dropout"] = 0.1,
+            ["target_modules"] = new[] { "q_proj", "v_proj", "gate_proj", "up_proj", "down_proj" },
+            ["routing_strategy"] = "mixlora", ["num_experts"] = 4, ["top_k"] = 2, ["jitter_noise"] = 0.2,
+        }));
+        var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), AdapterConfig.Load(path), new Shapes(2, 16), DType.Float32, DType.Float32);
+        var stored = TrainGraphs.GradStep(spec);
+        var recomputed = TrainGraphs.GradStep(spec with { Checkpointing = true });
+        Assert.AreEqual(stored.Graph.Nodes.Count(n => n.OpType == "RandomUniformLike"), recomputed.Graph.Nodes.Count(n => n.OpType == "RandomUniformLike"));
+        var feeds = Feeds(recomputed);
+        var want = Run(Seeded(stored.Graph, 21), feeds, optimize: false);
+        var got = Run(Seeded(recomputed.Graph, 21), feeds, optimize: false);
+        Assert.AreEqual(want["loss"].Scalar(), got["loss"].Scalar(), 1e-6);
+        foreach (var k in want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal)))
+        {
+            Assert.IsLessThanOrEqualTo(1e-5, Compare.MaxRelative(want[k].Floats(), got[k].Floats()), k);
+        }
+    }
+
+    /// <summary>The graph with a seed on every Dropout and noise node (base + its index among them).</summary>
     private static Graph Seeded(Graph g, long seed)
     {
         var k = 0L;
-        return g with { Nodes = g.Nodes.Select(n => n.OpType == "Dropout" ? n with { Attrs = n.Attrs.SetItem("seed", seed + k++) } : n).ToImmutableArray() };
+        return g with
+        {
+            Nodes = g.Nodes.Select(n => n.OpType is "Dropout" or "RandomUniformLike" ? n with { Attrs = n.Attrs.SetItem("seed", n.OpType == "Dropout" ? (object)(seed + k++) : (float)(seed + k++)) } : n).ToImmutableArray(),
+        };
     }
 
     private static Dictionary<string, HostTensor> Feeds(CompiledGraph g)
