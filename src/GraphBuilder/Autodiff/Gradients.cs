@@ -24,13 +24,15 @@ public static class Gradients
             [loss.Name] = [seed ?? b.Scalar(1, loss.DType)],
         };
         var segments = recompute ? b.Segments.Where(s => s.End <= count).ToList() : [];
+        var byLast = segments.ToDictionary(s => s.End - 1);                                       // walking down, a segment starts at its last node
+        var firsts = segments.Select(s => s.Start).ToHashSet();
         using (b.Scope("grad"))
         {
             Recompute? rc = null;
             for (var i = count - 1; i >= 0; i--)
             {
-                if (segments.Any(s => s.Start == i + 1)) rc = null;                                // left a segment
-                if (segments.FirstOrDefault(s => s.End - 1 == i) is { End: > 0 } seg) rc = Enter(b, seg, grads);
+                if (firsts.Contains(i + 1)) rc = null;                                              // left a segment
+                if (byLast.TryGetValue(i, out var seg)) rc = Enter(b, seg, grads);
                 var node = b.Nodes[i];
                 if (!live.Contains(node.Name)) continue;
                 var outGrads = node.Outputs.Select(o => Total(b, grads, o)).ToArray();

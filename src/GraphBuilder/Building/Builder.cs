@@ -35,7 +35,7 @@ public sealed class Builder
     public IDisposable Scope(string name)
     {
         _scopes.Push(name);
-        return new PopScope(_scopes);
+        return new Scoped(() => _scopes.Pop());
     }
 
     /// <summary>A fresh deterministic value name: "scope/hint" or "scope/hint_3" when taken.</summary>
@@ -213,17 +213,6 @@ public sealed class Builder
             drop.Add(k);
         }
         return (nodes.Where((_, k) => !drop.Contains(k)).ToImmutableArray(), values.ToImmutableDictionary(StringComparer.Ordinal));
-    }
-
-    private sealed class PopScope(Stack<string> scopes) : IDisposable
-    {
-        private bool _done;
-        public void Dispose()
-        {
-            if (_done) return;
-            _done = true;
-            scopes.Pop();
-        }
     }
 }
 

@@ -24,17 +24,9 @@ public sealed record TensorData(string Name, DType DType, ImmutableArray<long> D
     public static TensorData FromDoubles(string name, double[] values, params long[] dims) =>
         new(name, DType.Float64, dims.ToImmutableArray(), System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
 
-    public long[] AsLongs() => DType switch
-    {
-        DType.Int64 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(Bytes.Span).ToArray(),
-        DType.Int32 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(Bytes.Span).ToArray().Select(i => (long)i).ToArray(),
-        _ => throw Fail.Bug($"{Name} is {DType.Name()}, not an integer tensor"),
-    };
+    /// <summary>Values as int64 (from integer or bool tensors).</summary>
+    public long[] AsLongs() => DType.IsFloat() ? throw Fail.Bug($"{Name} is {DType.Name()}, not an integer tensor") : IO.TensorConvert.ToInt64(DType, Bytes.Span);
 
-    /// <summary>Values as float64 (from float32/float64/int tensors); for tests and scalar constants.</summary>
-    public double[] AsDoubles() => DType switch
-    {
-        DType.Int64 or DType.Int32 => AsLongs().Select(l => (double)l).ToArray(),
-        _ => IO.TensorConvert.ToFloat64(DType, Bytes.Span),
-    };
+    /// <summary>Values as float64 (from float, integer or bool tensors); for tests and scalar constants.</summary>
+    public double[] AsDoubles() => DType.IsFloat() ? IO.TensorConvert.ToFloat64(DType, Bytes.Span) : AsLongs().Select(l => (double)l).ToArray();
 }

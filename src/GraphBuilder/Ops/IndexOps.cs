@@ -163,8 +163,7 @@ public static class MaskOps
             var b = g.B;
             var ratio = b.ConstantOf(g.X(1))?.AsDoubles()[0] ?? throw Fail.Bug("Dropout gradient needs a constant ratio");
             var t = g.Dy.DType;
-            var fixedMode = b.ConstantOf(g.X(2));                                               // training mode when fixed at build time
-            double? mode = fixedMode is null ? null : fixedMode.DType == DType.Bool ? fixedMode.Bytes.Span[0] : fixedMode.AsDoubles()[0];
+            var mode = b.ConstantOf(g.X(2))?.AsDoubles()[0];                                 // training mode when fixed at build time
             if (mode == 0) return [g.Dy, null, null];
             var scale = mode is null ? b.Where(g.X(2), b.Scalar(1.0 / (1.0 - ratio), t), b.Scalar(1, t)) : b.Scalar(1.0 / (1.0 - ratio), t);
             return [b.Where(g.Y(1), b.Mul(g.Dy, scale), b.Scalar(0, t)), null, null];
