@@ -17,8 +17,9 @@ namespace MixLoRA.GraphBuilder.Autodiff;
 /// forward (common-subexpression elimination); every recomputed activation depends on it.
 /// Random tensors (router jitter) are read from the forward, not drawn again.
 /// Dropout is replayed from the forward's mask (kept, one byte per element): y = mask ⊙ x / (1 − p). The
-/// mask has to stay consumed anyway: with it unused, ORT's optimizer dropped the forward Dropout (seen in
-/// CheckpointingTests when the recomputation drew masks of its own).
+/// mask has to stay consumed anyway: in a first version where the recomputation drew its own seeded masks,
+/// the forward loss no longer matched the stored graph's, consistent with ORT dropping a Dropout whose mask
+/// output is unused (an observation, not asserted by a test).
 /// </summary>
 internal sealed class Recompute
 {
@@ -84,7 +85,7 @@ internal sealed class Recompute
         {
             var mode = b.Get(node.Inputs[2]);                                                     // training mode: identity when off
             var fixedMode = b.ConstantOf(mode);
-            y = fixedMode is null ? b.Where(mode, y, x) : fixedMode.Bytes.Span[0] != 0 ? y : x;
+            y = fixedMode is null ? b.Where(mode, y, x) : fixedMode.AsDoubles()[0] != 0 ? y : x;
         }
         _map[node.Outputs[0]] = y.Name;
         _reverse[y.Name] = node.Outputs[0];

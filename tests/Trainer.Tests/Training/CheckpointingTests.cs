@@ -34,7 +34,7 @@ public sealed class CheckpointingTests
 
         // With dropout, both graphs get the same seeded masks, and ORT's graph optimizations are off: with
         // them on, the stored graph's seeded Dropouts drew different masks than the same nodes unoptimized
-        // (measured), while the checkpointed graph's did not change.
+        // (observed while writing this test; ORT behaviour), while the checkpointed graph's did not change.
         var optimize = dropout == 0;
         var feeds = Feeds(recomputed);
         var want = Run(Seeded(stored.Graph, 11), feeds, optimize);
