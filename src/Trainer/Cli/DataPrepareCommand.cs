@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using MixLoRA.GraphBuilder;
+using MixLoRA.GraphBuilder.IO;
 using MixLoRA.Trainer.Data;
 using MixLoRA.Trainer.Tokenization;
 
@@ -59,17 +60,7 @@ public static class DataPrepareCommand
         string full = Path.GetFullPath(outPath);
         string dir = Path.GetDirectoryName(full)!;
         if (!Directory.Exists(dir)) throw Fail.User($"the folder of --out '{outPath}' does not exist", "create it or choose another path");
-        string temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
-        try
-        {
-            using (var stream = File.Create(temp))
-                WriteExamples(stream, examples, tokenizer);
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        AtomicFile.Write(full, stream => WriteExamples(stream, examples, tokenizer));
         var counts = examples.GroupBy(e => e.Task).Select(g => $"{g.Key} {g.Count()}");
         Console.WriteLine($"wrote {examples.Count} examples ({string.Join(", ", counts)}) to {outPath}");
         return 0;

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using MixLoRA.GraphBuilder;
+using MixLoRA.GraphBuilder.IO;
 using MixLoRA.Trainer.Tokenization;
 
 namespace MixLoRA.Trainer.Cli;
@@ -36,35 +37,24 @@ public static class DataTokenizeCommand
     public static (int Records, long Tokens) TokenizeFile(ITokenizer tokenizer, string input, string output)
     {
         if (!File.Exists(input)) throw Fail.User($"input file '{input}' not found", "pass an existing JSONL file with --input");
-        string dir = Path.GetDirectoryName(Path.GetFullPath(output))!;
-        Directory.CreateDirectory(dir);
-        string tmp = Path.Combine(dir, $".{Path.GetFileName(output)}.{Environment.ProcessId}.tmp");
         int records = 0;
         long tokens = 0;
-        try
+        AtomicFile.Write(output, stream =>
         {
-            using (var stream = File.Create(tmp))
-            using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+            using var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+            foreach (var batch in ReadTexts(input).Chunk(Batch))
             {
-                foreach (var batch in ReadTexts(input).Chunk(Batch))
+                var ids = new IReadOnlyList<int>[batch.Length];
+                Parallel.For(0, batch.Length, i => ids[i] = tokenizer.Encode(batch[i]));
+                for (int i = 0; i < batch.Length; i++)
                 {
-                    var ids = new IReadOnlyList<int>[batch.Length];
-                    Parallel.For(0, batch.Length, i => ids[i] = tokenizer.Encode(batch[i]));
-                    for (int i = 0; i < batch.Length; i++)
-                    {
-                        Write(writer, batch[i], ids[i]);
-                        stream.WriteByte((byte)'\n');
-                        tokens += ids[i].Count;
-                    }
-                    records += batch.Length;
+                    Write(writer, batch[i], ids[i]);
+                    stream.WriteByte((byte)'\n');
+                    tokens += ids[i].Count;
                 }
+                records += batch.Length;
             }
-            File.Move(tmp, output, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(tmp)) File.Delete(tmp);
-        }
+        });
         return (records, tokens);
     }
 
