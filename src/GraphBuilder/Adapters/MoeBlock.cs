@@ -19,7 +19,9 @@ namespace MixLoRA.GraphBuilder.Adapters;
 ///    ├─ U = W3 x ──┘        ↑ masked x A*ᵀ B*ᵀ           └─ Σ_j w_j s B2_e A2_e h_j ─┘
 /// </code>
 /// </summary>
-internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType compute, Value? training)
+/// <param name="fused">emit the expert activations as the fused <see cref="SwiGluSlotsOps"/> kernels where they apply
+/// (SiLU, gate and up targeted, no DoRA); the caller sets it only where the runtime has kernels for <paramref name="compute"/>.</param>
+internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType compute, Value? training, bool fused = false)
 {
     private LoraSettings S => cfg.Experts;
 
@@ -33,6 +35,15 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var mask = BlockMask(b, routing.Experts, e, S.R, S.Scaling);                      // (N, K, E·R), 0 or s
         Value Activate(Value v) => cfg.ActFn is null ? site.Act(v) : b.Act(cfg.ActFn, v);
 
+        if (Fusable(site))
+        {
+            var (gf, uf) = (site.Frozen("gate_proj", x), site.Frozen("up_proj", x));           // (N, F)
+            var dgf = Delta(b, site.Layer, "gate_proj", x, mask, d, f)!;                     // (N, K, F)
+            var duf = Delta(b, site.Layer, "up_proj", x, mask, d, f)!;
+            var (hf, mixedf) = b.SwiGluSlots(gf, uf, dgf, duf, routing.Weights);            // (N, K, F), (N, F)
+            var wf = b.Cast(b.Unsqueeze(routing.Weights, 2), compute);                     // (N, K, 1)
+            return (Down(b, site, hf, mixedf, wf, mask, slots), routing);                     // (N, D)
+        }
         var onehot = S.UseDora ? OneHot(b, routing.Experts, e) : null;                 // (N, K, E) with DoRA
         var g = b.Unsqueeze(site.Frozen("gate_proj", x), 1);                              // (N, 1, F)
         var u = b.Unsqueeze(site.Frozen("up_proj", x), 1);                                // (N, 1, F)
@@ -43,15 +54,23 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var w = b.Cast(b.Unsqueeze(routing.Weights, 2), compute);                         // (N, K, 1)
         if (onehot is not null && cfg.Targets("down_proj")) return (DoraDown(b, site, h, w, mask, onehot), routing);
         var mixed = b.Squeeze(b.SumSlices(b.Mul(h, w), 1, slots), 1);                        // (N, F)
+        return (Down(b, site, h, mixed, w, mask, slots), routing);
+    }
+
+    /// <summary>Whether the fused kernels compute this block: SiLU experts on gate and up, without DoRA.</summary>
+    private bool Fusable(MlpSite site) =>
+        fused && compute != DType.Float64 && !S.UseDora && cfg.Targets("gate_proj") && cfg.Targets("up_proj")
+        && (cfg.ActFn ?? site.ActName) is "silu" or "swish";
+
+    /// <summary>W2 mixed + Σ_j w_j s B2_e A2_e dropout(h_j) when down_proj is targeted: (N, D).</summary>
+    private Value Down(Builder b, MlpSite site, Value h, Value mixed, Value w, Value mask, long slots)
+    {
         var y = site.Frozen("down_proj", mixed);                                          // (N, D)
-        if (cfg.Targets("down_proj"))
-        {
-            var z = DownRank(b, site.Layer, h, f, slots);                                 // (N, K, E·R)
-            var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", e, d, S.R, axis: 1);  // (D, E·R)
-            var zw = b.Squeeze(b.SumSlices(b.Mul(b.Mul(z, mask), w), 1, slots), 1);          // (N, E·R)
-            y = b.Add(y, b.Linear(zw, b2));                                               // (N, D) (s is in the mask)
-        }
-        return (y, routing);
+        if (!cfg.Targets("down_proj")) return y;
+        var z = DownRank(b, site.Layer, h, site.Intermediate, slots);                    // (N, K, E·R)
+        var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", cfg.NumExperts, site.Hidden, S.R, axis: 1);   // (D, E·R)
+        var zw = b.Squeeze(b.SumSlices(b.Mul(b.Mul(z, mask), w), 1, slots), 1);          // (N, E·R)
+        return b.Add(y, b.Linear(zw, b2));                                                // (N, D) (s is in the mask)
     }
 
     /// <summary>dropout(h) A2*ᵀ for every slot: (N, K, E·R), all experts' rank activations.</summary>

@@ -11,7 +11,9 @@ namespace MixLoRA.GraphBuilder.Graphs;
 
 /// <summary>What a set of training graphs is compiled for.</summary>
 /// <param name="Checkpointing">recompute each decoder layer's activations in the backward (activation checkpointing).</param>
-public sealed record TrainSpec(ModelConfig Model, AdapterConfig Adapter, Shapes Shapes, DType WeightType, DType Compute, bool Accumulate = false, bool Checkpointing = false);
+/// <param name="FusedKernels">MixLoRA's expert activations as the fused <see cref="SwiGluSlotsOps"/> ops; set only
+/// where the trainer's runtime has kernels for <paramref name="Compute"/> on the target device.</param>
+public sealed record TrainSpec(ModelConfig Model, AdapterConfig Adapter, Shapes Shapes, DType WeightType, DType Compute, bool Accumulate = false, bool Checkpointing = false, bool FusedKernels = false);
 
 /// <summary>A compiled graph with its adapter's trainable tensors and the frozen weights it reads.</summary>
 public sealed record CompiledGraph(Graph Graph, IReadOnlyList<Adapters.TrainableTensor> Trainable, IReadOnlyDictionary<string, Value> Weights);
@@ -81,7 +83,7 @@ public static class TrainGraphs
         // the grad step always trains: a constant, not an input (a bool input the Dropout kernels read on the
         // host forced a device-to-host copy, a stream sync, every step, and blocked CUDA graph capture)
         var training = withTraining ? b.Scalar(1, DType.Bool) : null;
-        var adapter = new AdapterGraph(spec.Adapter, spec.Compute, training);
+        var adapter = new AdapterGraph(spec.Adapter, spec.Compute, training, spec.FusedKernels);
         var start = ForwardGraph.Start(b, spec.Model, spec.Shapes, spec.WeightType, spec.Compute, adapter);
         var labels = b.Input(Labels, DType.Int64, spec.Shapes.MicroBatch, spec.Shapes.SeqLen);
         var (lm, valid) = CausalLmLoss.Emit(b, start.Outputs.Logits, labels);

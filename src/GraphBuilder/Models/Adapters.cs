@@ -22,7 +22,8 @@ public sealed record MlpSite(
     Func<string, Value, Value> Frozen,           // (module, x (N, in)) → x Wᵀ (+b), no adapter
     Func<Value, Value> Act,                      // the model's hidden_act
     Value TokenMask,                             // (N) float 1 for real tokens, 0 for padding
-    Func<string, Value>? Weight = null);         // module → frozen weight [out, in]
+    Func<string, Value>? Weight = null,          // module → frozen weight [out, in]
+    string? ActName = null);                     // hidden_act by its HF name ("silu"), when known
 
 /// <summary>
 /// Where adapters plug into the model without editing it: a delta on any named linear, and an optional

@@ -122,7 +122,7 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
         var site = new MlpSite(l, $"model.layers.{l}.mlp", d, f,
             (module, x) => Frozen(b, l, "mlp", module, x, module == "down_proj" ? d : f, cfg.MlpBias),
             x => b.Act(cfg.HiddenAct, x), tokenMask,
-            module => weights.Get(b, $"model.layers.{l}.mlp.{module}.weight", module == "down_proj" ? [d, f] : [f, d]));
+            module => weights.Get(b, $"model.layers.{l}.mlp.{module}.weight", module == "down_proj" ? [d, f] : [f, d]), cfg.HiddenAct);
         if (_adapter.Mlp(b, site, h) is { } replaced) return replaced;
         var gate = Proj(b, l, "mlp", "gate_proj", h, f, cfg.MlpBias);
         var up = Proj(b, l, "mlp", "up_proj", h, f, cfg.MlpBias);

@@ -15,6 +15,9 @@ public sealed record BenchOptions
     public DType? DType { get; init; }
     public Device Device { get; init; } = Device.Cpu;
     public bool GradientCheckpointing { get; init; }
+
+    /// <summary>MixLoRA's expert activations as the trainer's fused kernels where the device has them.</summary>
+    public bool FusedKernels { get; init; } = true;
     public int Steps { get; init; } = 10;
     public int Warmup { get; init; } = 3;
 

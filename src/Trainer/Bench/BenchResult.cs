@@ -22,6 +22,9 @@ public sealed record BenchResult
     public int? TopK { get; init; }
     public required double Dropout { get; init; }
     public required string GradientCheckpointing { get; init; }
+
+    /// <summary>MixLoRA's expert activations ran as the fused kernels.</summary>
+    public bool FusedKernels { get; init; }
     public required int WarmupSteps { get; init; }
     public required int Steps { get; init; }
     public required long TokensPerStep { get; init; }
@@ -56,6 +59,7 @@ public sealed record BenchResult
             ["top_k"] = TopK,
             ["dropout"] = Dropout,
             ["gradient_checkpointing"] = GradientCheckpointing,
+            ["fused_kernels"] = FusedKernels,
             ["warmup_steps"] = WarmupSteps,
             ["steps"] = Steps,
             ["tokens_per_step"] = TokensPerStep,

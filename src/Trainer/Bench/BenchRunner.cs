@@ -6,6 +6,7 @@ using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.GraphBuilder.Optim;
 using MixLoRA.Trainer.Data;
 using MixLoRA.Trainer.Runtime;
+using MixLoRA.Trainer.Runtime.Kernels;
 using MixLoRA.Trainer.Training;
 
 namespace MixLoRA.Trainer.Bench;
@@ -29,7 +30,8 @@ public static class BenchRunner
         var dtype = o.DType ?? (o.Device == Device.Cpu ? DType.Float32 : DType.BFloat16);
         Check(o, seq, batch, dtype);
         var adapter = BenchModels.Adapter(o.Adapter);
-        var spec = new TrainSpec(preset.Model, adapter, new Shapes(batch, seq), dtype, dtype, Checkpointing: o.GradientCheckpointing);
+        var fused = o.FusedKernels && adapter.IsMixLora && FusedKernels.Available(o.Device, dtype, log);
+        var spec = new TrainSpec(preset.Model, adapter, new Shapes(batch, seq), dtype, dtype, Checkpointing: o.GradientCheckpointing, FusedKernels: fused);
         var grad = TrainGraphs.GradStep(spec);
         var bytes = OnnxWriter.ToBytes(grad.Graph);
         var manifest = ArtifactsBuilder.Describe(spec, new Dictionary<string, CompiledGraph> { ["grad_step"] = grad }, o.Device) with { ModelPath = "(random weights)" };
@@ -71,7 +73,7 @@ public static class BenchRunner
             deviceBytes = runner.DeviceBytes;
         }
         if (o.Profile != null) ProfileSummary.Report(o.Profile, log);
-        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss);
+        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with { FusedKernels = fused };
     }
 
     private static void Check(BenchOptions o, int seq, int batch, DType dtype)

@@ -19,11 +19,12 @@ public static class BuildGraphCommand
         var device = new Option<string>("--device") { Description = "cpu | cuda", DefaultValueFactory = _ => "cpu" };
         var seed = new Option<int>("--seed") { Description = "seed of the adapter initialization when no weights are given", DefaultValueFactory = _ => 42 };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute each decoder layer's activations in the backward (less memory, about one more forward per step)" };
-        var command = new RootCommand("mixlora-build-graph: compile training graphs for a model and adapter") { model, adapter, output, seqLen, micro, dtype, device, seed, checkpointing };
+        var noFused = new Option<bool>("--no-fused-kernels") { Description = "compose MixLoRA's expert activations from ONNX ops instead of the trainer's fused kernels" };
+        var command = new RootCommand("mixlora-build-graph: compile training graphs for a model and adapter") { model, adapter, output, seqLen, micro, dtype, device, seed, checkpointing, noFused };
         command.SetAction(p =>
         {
             var o = new BuildOptions(p.GetValue(model)!, p.GetValue(adapter)!, p.GetValue(output)!, p.GetValue(seqLen), p.GetValue(micro),
-                DTypes.Parse(p.GetValue(dtype)!), OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(seed), p.GetValue(checkpointing));
+                DTypes.Parse(p.GetValue(dtype)!), OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(seed), p.GetValue(checkpointing), !p.GetValue(noFused));
             Console.WriteLine($"building graphs for {o.ModelDir} into {o.OutDir}");
             var m = ArtifactsBuilder.Build(o, Console.Out);
             Console.WriteLine($"wrote {o.OutDir}/manifest.json: {m.Trainable.Count} trainable tensors ({m.Trainable.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b)):N0} parameters), {m.Weights.Count} frozen weights");

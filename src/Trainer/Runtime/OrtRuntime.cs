@@ -99,6 +99,7 @@ public sealed class OrtRuntime
             LogSeverityLevel = int.TryParse(Environment.GetEnvironmentVariable("MIXLORA_ORT_LOG"), out var level)
                 ? (OrtLoggingLevel)level : OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
+        Kernels.CustomOps.AddTo(o);                                                         // com.mixlora kernels (fused MixLoRA experts)
         if (ProfilePrefix != null) o.ProfileOutputPathPrefix = ProfilePrefix;
         if (profile || ProfilePrefix != null) o.EnableProfiling = true;
         if (Device == Device.Cuda)

@@ -30,6 +30,9 @@ public sealed record Manifest
     public required string ComputeDType { get; init; }
     public required string Device { get; init; }
     public required bool Accumulate { get; init; }
+
+    /// <summary>The graphs use the trainer's com.mixlora kernels (they run only in this trainer's runtime).</summary>
+    public bool FusedKernels { get; init; }
     public string AdapterDir { get; init; } = "adapter_init";
     public required IReadOnlyDictionary<string, GraphSpec> Graphs { get; init; }
     public required IReadOnlyList<TensorSpec> Trainable { get; init; }

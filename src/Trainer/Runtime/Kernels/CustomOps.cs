@@ -1,0 +1,128 @@
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+
+namespace MixLoRA.Trainer.Runtime.Kernels;
+
+/// <summary>One kernel of a custom op: ONNX element types per input/output, the provider it runs on (null: CPU).</summary>
+internal sealed record KernelSpec(string Name, string? Provider, int[] Inputs, int OptionalFrom, int[] Outputs, Action<nint> Compute);
+
+/// <summary>
+/// Registers the trainer's own kernels (domain com.mixlora) with ONNX Runtime sessions through the C API's
+/// custom-op interface: one OrtCustomOp struct per kernel in unmanaged memory whose callbacks are static C#
+/// functions; they live for the process. Each session's options get the one shared domain.
+/// </summary>
+internal static unsafe class CustomOps
+{
+    /// <summary>struct OrtCustomOp of onnxruntime_c_api.h (version 29): a version and 25 function pointers.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct OrtCustomOp
+    {
+        public uint Version;
+        public nint CreateKernel, GetName, GetExecutionProviderType, GetInputType, GetInputTypeCount, GetOutputType, GetOutputTypeCount;
+        public nint KernelCompute, KernelDestroy, GetInputCharacteristic, GetOutputCharacteristic, GetInputMemoryType;
+        public nint GetVariadicInputMinArity, GetVariadicInputHomogeneity, GetVariadicOutputMinArity, GetVariadicOutputHomogeneity;
+        public nint CreateKernelV2, KernelComputeV2, InferOutputShapeFn, GetStartVersion, GetEndVersion;
+        public nint GetMayInplace, ReleaseMayInplace, GetAliasMap, ReleaseAliasMap;
+    }
+
+    private sealed record Registered(KernelSpec Spec, nint Name, nint Provider);
+
+    private static readonly Dictionary<nint, Registered> ByOp = [];
+    private static readonly Lazy<nint> Domain = new(Build);
+
+    /// <summary>Adds the com.mixlora kernels to these session options.</summary>
+    public static void AddTo(SessionOptions options) => OrtKernelApi.AddDomain(options.DangerousGetHandle(), Domain.Value);
+
+    private static nint Build()
+    {
+        var domain = OrtKernelApi.CreateDomain(GraphBuilder.Ops.SwiGluSlotsOps.Domain);
+        foreach (var spec in SwiGluKernels.Specs())
+        {
+            var op = (OrtCustomOp*)NativeMemory.AllocZeroed((nuint)sizeof(OrtCustomOp));
+            *op = Table();
+            ByOp[(nint)op] = new Registered(spec, Marshal.StringToCoTaskMemUTF8(spec.Name), spec.Provider is null ? 0 : Marshal.StringToCoTaskMemUTF8(spec.Provider));
+            OrtKernelApi.AddOp(domain, (nint)op);
+        }
+        return domain;
+    }
+
+    private static OrtCustomOp Table() => new()
+    {
+        Version = OrtKernelApi.Version,
+        CreateKernel = (nint)(delegate* unmanaged<nint, nint, nint, nint>)&CreateKernel,
+        GetName = (nint)(delegate* unmanaged<nint, nint>)&GetName,
+        GetExecutionProviderType = (nint)(delegate* unmanaged<nint, nint>)&GetProvider,
+        GetInputType = (nint)(delegate* unmanaged<nint, nuint, int>)&GetInputType,
+        GetInputTypeCount = (nint)(delegate* unmanaged<nint, nuint>)&GetInputCount,
+        GetOutputType = (nint)(delegate* unmanaged<nint, nuint, int>)&GetOutputType,
+        GetOutputTypeCount = (nint)(delegate* unmanaged<nint, nuint>)&GetOutputCount,
+        KernelCompute = (nint)(delegate* unmanaged<nint, nint, void>)&Compute,
+        KernelDestroy = (nint)(delegate* unmanaged<nint, void>)&Destroy,
+        GetInputCharacteristic = (nint)(delegate* unmanaged<nint, nuint, int>)&InputCharacteristic,
+        GetOutputCharacteristic = (nint)(delegate* unmanaged<nint, nuint, int>)&Required,
+        GetInputMemoryType = (nint)(delegate* unmanaged<nint, nuint, int>)&Required,
+        GetVariadicInputMinArity = (nint)(delegate* unmanaged<nint, int>)&One,
+        GetVariadicInputHomogeneity = (nint)(delegate* unmanaged<nint, int>)&One,
+        GetVariadicOutputMinArity = (nint)(delegate* unmanaged<nint, int>)&One,
+        GetVariadicOutputHomogeneity = (nint)(delegate* unmanaged<nint, int>)&One,
+        CreateKernelV2 = (nint)(delegate* unmanaged<nint, nint, nint, nint*, nint>)&CreateKernelV2,
+        KernelComputeV2 = (nint)(delegate* unmanaged<nint, nint, nint>)&ComputeV2,
+        GetStartVersion = (nint)(delegate* unmanaged<nint, int>)&One,
+        GetEndVersion = (nint)(delegate* unmanaged<nint, int>)&MaxVersion,
+        GetMayInplace = (nint)(delegate* unmanaged<int**, int**, nuint>)&NoPairs,
+        ReleaseMayInplace = (nint)(delegate* unmanaged<int*, int*, void>)&ReleasePairs,
+        GetAliasMap = (nint)(delegate* unmanaged<int**, int**, nuint>)&NoPairs,
+        ReleaseAliasMap = (nint)(delegate* unmanaged<int*, int*, void>)&ReleasePairs,
+    };
+
+    private static KernelSpec Spec(nint op) => ByOp[op].Spec;
+
+    // the kernel handle is the op itself: these kernels keep no per-node state
+    [UnmanagedCallersOnly] private static nint CreateKernel(nint op, nint api, nint info) => op;
+
+    [UnmanagedCallersOnly]
+    private static nint CreateKernelV2(nint op, nint api, nint info, nint* kernel)
+    {
+        *kernel = op;
+        return 0;
+    }
+
+    [UnmanagedCallersOnly] private static nint GetName(nint op) => ByOp[op].Name;
+    [UnmanagedCallersOnly] private static nint GetProvider(nint op) => ByOp[op].Provider;
+    [UnmanagedCallersOnly] private static int GetInputType(nint op, nuint i) => Spec(op).Inputs[(int)i];
+    [UnmanagedCallersOnly] private static nuint GetInputCount(nint op) => (nuint)Spec(op).Inputs.Length;
+    [UnmanagedCallersOnly] private static int GetOutputType(nint op, nuint i) => Spec(op).Outputs[(int)i];
+    [UnmanagedCallersOnly] private static nuint GetOutputCount(nint op) => (nuint)Spec(op).Outputs.Length;
+    [UnmanagedCallersOnly] private static int InputCharacteristic(nint op, nuint i) => (int)i >= Spec(op).OptionalFrom ? 1 : 0;   // 1: optional
+    [UnmanagedCallersOnly] private static int Required(nint op, nuint i) => 0;                                              // required; OrtMemTypeDefault
+    [UnmanagedCallersOnly] private static int One(nint op) => 1;
+    [UnmanagedCallersOnly] private static int MaxVersion(nint op) => int.MaxValue;
+    [UnmanagedCallersOnly] private static void Destroy(nint kernel) { }
+
+    [UnmanagedCallersOnly]
+    private static nuint NoPairs(int** inputs, int** outputs)
+    {
+        *inputs = null;
+        *outputs = null;
+        return 0;
+    }
+
+    [UnmanagedCallersOnly] private static void ReleasePairs(int* inputs, int* outputs) { }
+
+    // only reached by an ORT that ignores KernelComputeV2; errors cannot be returned from here
+    [UnmanagedCallersOnly] private static void Compute(nint kernel, nint ctx) => Spec(kernel).Compute(ctx);
+
+    [UnmanagedCallersOnly]
+    private static nint ComputeV2(nint kernel, nint ctx)
+    {
+        try
+        {
+            Spec(kernel).Compute(ctx);
+            return 0;
+        }
+        catch (Exception e)
+        {
+            return OrtKernelApi.FailStatus($"{Spec(kernel).Name}: {e.Message}");
+        }
+    }
+}

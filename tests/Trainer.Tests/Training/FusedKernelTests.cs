@@ -1,0 +1,109 @@
+using System.Collections.Immutable;
+using Microsoft.ML.OnnxRuntime;
+using MixLoRA.GraphBuilder.Adapters;
+using MixLoRA.GraphBuilder.Graphs;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Onnx;
+using MixLoRA.Trainer.Bench;
+using MixLoRA.Trainer.Runtime;
+using MixLoRA.Trainer.Runtime.Kernels;
+using MixLoRA.Trainer.Tests.Data;
+using MixLoRA.Trainer.Tests.Model;
+
+namespace MixLoRA.Trainer.Tests.Training;
+
+/// <summary>
+/// The fused expert kernels (TrainSpec.FusedKernels, com.mixlora.SwiGluSlots on the CPU kernel) against the
+/// graph composed from ONNX ops: the same loss and gradients for every routing strategy and target set.
+/// The op's own rule is checked against finite differences in the catalog tests.
+/// </summary>
+[TestClass]
+public sealed class FusedKernelTests
+{
+    [TestMethod]
+    [DataRow("mixlora", 2, "gate_proj,up_proj,down_proj", 0.0)]
+    [DataRow("mixlora", 3, "q_proj,v_proj,gate_proj,up_proj,down_proj", 0.2)]
+    [DataRow("mixlora", 2, "gate_proj,up_proj", 0.0)]
+    [DataRow("mixlora-dynamic", 0, "gate_proj,up_proj,down_proj", 0.0)]
+    public void FusedGraphGivesTheComposedGradients(string strategy, int topK, string targets, double dropout)
+    {
+        var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), Config(strategy, topK, targets.Split(','), dropout),
+            new Shapes(2, 16), DType.Float32, DType.Float32);
+        var composed = TrainGraphs.GradStep(spec);
+        var fused = TrainGraphs.GradStep(spec with { FusedKernels = true });
+        Assert.AreEqual(0, composed.Graph.Nodes.Count(n => n.Domain == "com.mixlora"));
+        Assert.AreEqual(2, fused.Graph.Nodes.Count(n => n.OpType == "SwiGluSlots"), "one per layer");
+        Assert.AreEqual(2, fused.Graph.Nodes.Count(n => n.OpType == "SwiGluSlotsGrad"));
+        Assert.IsLessThan(composed.Graph.Nodes.Length, fused.Graph.Nodes.Length);
+
+        // dropout: the same seeded masks in both (the Dropout nodes come in the same order); ORT's
+        // optimizations off, as in CheckpointingTests
+        var optimize = dropout == 0;
+        var feeds = Feeds(fused);
+        var want = Run(Seeded(composed.Graph), feeds, optimize);
+        var got = Run(Seeded(fused.Graph), feeds, optimize);
+        Assert.AreEqual(want["loss"].Scalar(), got["loss"].Scalar(), 2e-6);
+        Assert.AreEqual(want["aux_loss"].Scalar(), got["aux_loss"].Scalar(), 1e-7);
+        var grads = want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal)).ToArray();
+        Assert.HasCount(fused.Trainable.Count, grads);
+        foreach (var k in grads) Assert.IsLessThanOrEqualTo(2e-4, Compare.MaxRelative(want[k].Floats(), got[k].Floats()), k);
+    }
+
+    [TestMethod]
+    public void CpuHasFloat32KernelsOnly()
+    {
+        Assert.IsTrue(FusedKernels.Available(Device.Cpu, DType.Float32));
+        Assert.IsFalse(FusedKernels.Available(Device.Cpu, DType.Float64));
+        Assert.IsFalse(FusedKernels.Available(Device.Cpu, DType.BFloat16));
+    }
+
+    [TestMethod]
+    public void DoraExpertsStayComposed()
+    {
+        var cfg = Config("mixlora", 2, ["gate_proj", "up_proj", "down_proj"], 0, dora: true);
+        var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, FusedKernels: true));
+        Assert.AreEqual(0, g.Graph.Nodes.Count(n => n.Domain == "com.mixlora"), "DoRA scales each slot's projections: not the fused op's math");
+    }
+
+    private static AdapterConfig Config(string strategy, int topK, string[] targets, double dropout, bool dora = false)
+    {
+        var path = Path.Combine(TestFiles.TempDir(), "adapter_config.json");
+        var d = new Dictionary<string, object>
+        {
+            ["peft_type"] = "MIXLORA", ["task_type"] = "CAUSAL_LM", ["r"] = 4, ["lora_alpha"] = 8, ["lora_dropout"] = dropout,
+            ["target_modules"] = targets, ["routing_strategy"] = strategy, ["num_experts"] = 4,
+        };
+        if (topK > 0) d["top_k"] = topK;
+        else d["top_p"] = 0.6;
+        if (dora) d["use_dora"] = true;
+        File.WriteAllText(path, System.Text.Json.JsonSerializer.Serialize(d));
+        return AdapterConfig.Load(path);
+    }
+
+    private static Graph Seeded(Graph g)
+    {
+        var k = 0L;
+        return g with { Nodes = g.Nodes.Select(n => n.OpType == "Dropout" ? n with { Attrs = n.Attrs.SetItem("seed", (object)(31 + k++)) } : n).ToImmutableArray() };
+    }
+
+    private static Dictionary<string, HostTensor> Feeds(CompiledGraph g)
+    {
+        var rng = new Random(7);
+        var weights = new RandomWeights(3);
+        var feeds = g.Weights.ToDictionary(w => w.Key, w => weights.Load(w.Key, w.Value.DType, w.Value.S.ToLongs()));
+        foreach (var t in g.Trainable) feeds[t.Key] = HostTensor.Of(Enumerable.Range(0, (int)t.Count).Select(_ => (float)(0.05 * ((2 * rng.NextDouble()) - 1))).ToArray(), t.Shape);
+        var ids = Enumerable.Range(0, 32).Select(_ => (long)rng.Next(256)).ToArray();
+        feeds["input_ids"] = HostTensor.Of(ids, 2, 16);
+        feeds["attention_mask"] = HostTensor.Of(Enumerable.Range(0, 32).Select(i => i < 27 ? 1L : 0L).ToArray(), 2, 16);
+        feeds["labels"] = HostTensor.Of(ids, 2, 16);
+        return feeds;
+    }
+
+    private static Dictionary<string, HostTensor> Run(Graph g, Dictionary<string, HostTensor> feeds, bool optimize)
+    {
+        using var options = OrtRuntime.Cpu.Options();
+        if (!optimize) options.GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL;
+        using var run = new GraphRunner(OrtRuntime.Cpu, OnnxWriter.ToBytes(g), options);
+        return run.Run(feeds);
+    }
+}
