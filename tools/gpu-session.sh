@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session on the device machine (after ../shared/device/stage.sh pieces are in place):
 # smoke checks, CUDA parity training (fp32/bf16), then benchmarks. Results go to $OUT (log.txt,
-# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|parity|bench|probe|ncu]...
+# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|probe|ncu]...
 set -uo pipefail
 source /root/mixlora/env.sh
 T="$DOTNET $APP/MixLoRA.Trainer.dll"
@@ -12,6 +12,7 @@ parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(smoke parity bench)
 for part in "${parts[@]}"; do
   case $part in
     smoke) log smoke; run $T doctor --device cuda --smoke ;;
+    kernels) log "fused kernels vs the CPU kernel"; run $T doctor --device cuda --kernels ;;
     parity)
       for dt in float32 bfloat16; do
         log "parity $dt"

@@ -8,7 +8,8 @@ namespace MixLoRA.Trainer.Cli;
 
 /// <summary>
 /// `mixlora-doctor`: checks the runtime (ONNX Runtime loads, the CUDA provider and a GPU are found) and,
-/// with --ops, which catalog ops run forward and backward per dtype with every node on the device.
+/// with --ops, which catalog ops run forward and backward per dtype with every node on the device; with
+/// --kernels, the fused kernels against the CPU kernel.
 /// </summary>
 public static class DoctorCommand
 {
@@ -22,7 +23,8 @@ public static class DoctorCommand
         var graphs = new Option<string[]>("--graph") { Description = "run these .onnx files on random inputs", Arity = ArgumentArity.ZeroOrMore, AllowMultipleArgumentsPerToken = true };
         var perNode = new Option<bool>("--per-node") { Description = "with --graph: run each distinct node alone" };
         var prefix = new Option<int?>("--prefix") { Description = "with --graph: run only the first K nodes" };
-        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke, graphs, perNode, prefix };
+        var kernels = new Option<bool>("--kernels") { Description = "check the fused kernels on the device against the CPU kernel (exit 1 on a mismatch)" };
+        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke, graphs, perNode, prefix, kernels };
         command.SetAction(p =>
         {
             var dev = OrtRuntime.ParseDevice(p.GetValue(device)!);
@@ -30,6 +32,7 @@ public static class DoctorCommand
             Console.WriteLine($"ONNX Runtime {Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString()} on {dev.ToString().ToLowerInvariant()}" +
                 (dev == Device.Cuda ? $" (provider {OrtRuntime.FindCudaProvider()})" : ""));
             if (p.GetValue(smoke)) Smoke.Run(rt);
+            if (p.GetValue(kernels) && !KernelCheck.Run(rt, Console.Out)) return 1;
             foreach (var g in p.GetValue(graphs) ?? [])
             {
                 if (p.GetValue(prefix) is { } k) GraphCheck.Run(rt, PrefixGraph.Write(g, k));
