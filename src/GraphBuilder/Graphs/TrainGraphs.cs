@@ -11,8 +11,9 @@ namespace MixLoRA.GraphBuilder.Graphs;
 
 /// <summary>What a set of training graphs is compiled for.</summary>
 /// <param name="Checkpointing">recompute each decoder layer's activations in the backward (activation checkpointing).</param>
-/// <param name="FusedKernels">MixLoRA's expert activations as the fused <see cref="SwiGluSlotsOps"/> ops; set only
-/// where the trainer's runtime has kernels for <paramref name="Compute"/> on the target device.</param>
+/// <param name="FusedKernels">the trainer's fused kernels: MixLoRA's expert activations (<see cref="SwiGluSlotsOps"/>) and
+/// the loss (<see cref="CrossEntropyOps"/>); set only where the trainer's runtime has kernels for <paramref name="Compute"/>
+/// on the target device.</param>
 public sealed record TrainSpec(ModelConfig Model, AdapterConfig Adapter, Shapes Shapes, DType WeightType, DType Compute, bool Accumulate = false, bool Checkpointing = false, bool FusedKernels = false);
 
 /// <summary>A compiled graph with its adapter's trainable tensors and the frozen weights it reads.</summary>
@@ -86,7 +87,7 @@ public static class TrainGraphs
         var adapter = new AdapterGraph(spec.Adapter, spec.Compute, training, spec.FusedKernels);
         var start = ForwardGraph.Start(b, spec.Model, spec.Shapes, spec.WeightType, spec.Compute, adapter);
         var labels = b.Input(Labels, DType.Int64, spec.Shapes.MicroBatch, spec.Shapes.SeqLen);
-        var (lm, valid) = CausalLmLoss.Emit(b, start.Outputs.Logits, labels);
+        var (lm, valid) = CausalLmLoss.Emit(b, start.Outputs.Logits, labels, fused: spec.FusedKernels);
         var aux = adapter.AuxLoss(b) ?? b.Scalar(0, DType.Float32);
         var loss = b.Add(lm, aux);
         b.Output(loss, Loss);

@@ -29,8 +29,10 @@ public static class CausalLmLoss
     /// Emits the loss. <paramref name="logits"/> is (N, V) = (B·T, V) of any float dtype,
     /// <paramref name="labels"/> is (B, T) int64 with static B and T. Returns the scalar loss (float32,
     /// or float64 for float64 logits) and the number of valid target tokens as a float32 scalar.
+    /// With <paramref name="fused"/> (graphs for the trainer's runtime), −log p(target) per row is the
+    /// <see cref="CrossEntropyOps"/> kernel on the logits as they are (float64 logits stay composed).
     /// </summary>
-    public static (Value Loss, Value ValidCount) Emit(Builder b, Value logits, Value labels, long ignoreIndex = IgnoreIndex)
+    public static (Value Loss, Value ValidCount) Emit(Builder b, Value logits, Value labels, long ignoreIndex = IgnoreIndex, bool fused = false)
     {
         var (rows, cols) = CheckShapes(logits, labels);
         var compute = logits.DType == DType.Float64 ? DType.Float64 : DType.Float32;
@@ -40,6 +42,12 @@ public static class CausalLmLoss
         var pad = b.Const(TensorData.FromLongs("", Enumerable.Repeat(ignoreIndex, (int)rows).ToArray(), rows, 1)); // (B, 1)
         var targets = b.Reshape(b.Concat(1, next, pad), -1, 1);                                 // (N, 1)
         var valid = b.Not(b.Equal(targets, b.Int(ignoreIndex)));                               // (N, 1) bool
+        if (fused && compute == DType.Float32)
+        {
+            var (nll, _) = b.SoftmaxCrossEntropy(logits, b.Reshape(targets, -1));                // (N), 0 where ignored
+            var n = b.ReduceSum(b.Cast(valid, DType.Float32));                                 // ()
+            return (b.Div(b.ReduceSum(nll), b.Max(n, b.Scalar(1, DType.Float32))), n);
+        }
 
         // log p(target) = Σ_v [v == target] · logp[v]: no GatherElements, whose CUDA kernel in ORT 1.29
         // crashed when its indices were computed in-graph (mixlora-doctor --prefix found it); an ignored

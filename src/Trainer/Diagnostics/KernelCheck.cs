@@ -36,7 +36,44 @@ public static class KernelCheck
                 log.WriteLine($"  SwiGluSlots N={n} K={k} F={f} {t.Name(),-9} max error {worst.Err:E2} ({worst.o}) {(worst.Err <= tol ? "ok" : $"FAIL (tolerance {tol:E0})")}");
             }
         }
+        foreach (var (n, v) in new[] { (37L, 32000L), (5L, 1000L) })
+        {
+            foreach (var t in types) ok &= CrossEntropy(rt, n, v, t, log);
+        }
         return ok;
+    }
+
+    /// <summary>SoftmaxCrossEntropy forward (nll, lse) and backward against the CPU kernel; row 1 is ignored (−100).</summary>
+    private static bool CrossEntropy(OrtRuntime rt, long n, long v, DType t, TextWriter log)
+    {
+        Graph Make(DType dt)
+        {
+            var b = new Builder("ce_check");
+            var x = b.Cast(b.Input("x", DType.Float32, "n", "v"), dt);
+            var tg = b.Input("t", DType.Int64, "n");
+            var (nll, lse) = b.SoftmaxCrossEntropy(x, tg);
+            var dx = b.Apply(CrossEntropyOps.SoftmaxCrossEntropyGradOp, [x, tg, lse, b.Input("d", DType.Float32, "n")])[0];
+            b.Output(nll, "nll");
+            b.Output(lse, "lse");
+            b.Output(b.Cast(dx, DType.Float32), "dx");
+            return b.Build();
+        }
+        var rng = new Random(23);
+        var logits = Enumerable.Range(0, (int)(n * v)).Select(_ => (float)(4 * ((2 * rng.NextDouble()) - 1))).ToArray();
+        if (t != DType.Float32) logits = TensorConvert.ToFloat32(t, TensorConvert.FromFloat32(logits, t));
+        var feeds = new Dictionary<string, HostTensor>
+        {
+            ["x"] = HostTensor.Of(logits, n, v),
+            ["t"] = HostTensor.Of(Enumerable.Range(0, (int)n).Select(i => i == 1 ? -100L : rng.NextInt64(v)).ToArray(), n),
+            ["d"] = HostTensor.Of(Enumerable.Range(0, (int)n).Select(_ => (float)rng.NextDouble()).ToArray(), n),
+        };
+        using var device = new GraphRunner(rt, Make(t));
+        using var cpu = new GraphRunner(OrtRuntime.Cpu, Make(DType.Float32));
+        var (got, want) = (device.Run(feeds), cpu.Run(feeds));
+        var worst = new[] { "nll", "lse", "dx" }.Select(o => (o, Err: RelMax(got[o].Floats(), want[o].Floats()))).MaxBy(p => p.Err);
+        var tol = t switch { DType.BFloat16 => 2e-2, DType.Float16 => 3e-3, _ => 1e-5 };
+        log.WriteLine($"  SoftmaxCrossEntropy N={n} V={v} {t.Name(),-9} max error {worst.Err:E2} ({worst.o}) {(worst.Err <= tol ? "ok" : $"FAIL (tolerance {tol:E0})")}");
+        return worst.Err <= tol;
     }
 
     /// <summary>float32 inputs x0..x6 (G, U, DG, DU, W, dM, dH); all but W cast to <paramref name="t"/>; outputs as float32.</summary>

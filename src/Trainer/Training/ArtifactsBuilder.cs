@@ -29,7 +29,7 @@ public static class ArtifactsBuilder
         Fail.If(o.MicroBatch < 1, $"--micro-batch-size {o.MicroBatch} must be positive", "use 1 or more");
         Fail.If(o.Device == Device.Cpu && o.DType != DType.Float32, $"--dtype {o.DType.Name()} on the CPU", "the CPU provider computes in float32: use --dtype float32, or --device cuda");
         Directory.CreateDirectory(o.OutDir);
-        var fused = o.FusedKernels && adapterCfg.IsMixLora && Runtime.Kernels.FusedKernels.Available(o.Device, o.DType, log);
+        var fused = o.FusedKernels && Runtime.Kernels.FusedKernels.Available(o.Device, o.DType, log);
         var spec = new TrainSpec(cfg, adapterCfg, new Shapes(o.MicroBatch, o.SeqLen), o.DType, o.DType, Checkpointing: o.Checkpointing, FusedKernels: fused);
         var graphs = new Dictionary<string, CompiledGraph>
         {

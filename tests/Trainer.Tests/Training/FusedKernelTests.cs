@@ -13,7 +13,7 @@ using MixLoRA.Trainer.Tests.Model;
 namespace MixLoRA.Trainer.Tests.Training;
 
 /// <summary>
-/// The fused expert kernels (TrainSpec.FusedKernels, com.mixlora.SwiGluSlots on the CPU kernel) against the
+/// The fused kernels (TrainSpec.FusedKernels: com.mixlora.SwiGluSlots and SoftmaxCrossEntropy, CPU kernels) against the
 /// graph composed from ONNX ops: the same loss and gradients for every routing strategy and target set.
 /// The op's own rule is checked against finite differences in the catalog tests.
 /// </summary>
@@ -34,6 +34,7 @@ public sealed class FusedKernelTests
         Assert.AreEqual(0, composed.Graph.Nodes.Count(n => n.Domain == "com.mixlora"));
         Assert.AreEqual(2, fused.Graph.Nodes.Count(n => n.OpType == "SwiGluSlots"), "one per layer");
         Assert.AreEqual(2, fused.Graph.Nodes.Count(n => n.OpType == "SwiGluSlotsGrad"));
+        Assert.AreEqual(1, fused.Graph.Nodes.Count(n => n.OpType == "SoftmaxCrossEntropy"), "the loss");
         Assert.IsLessThan(composed.Graph.Nodes.Length, fused.Graph.Nodes.Length);
 
         // dropout: the same seeded masks in both (the Dropout nodes come in the same order); ORT's
@@ -50,6 +51,22 @@ public sealed class FusedKernelTests
     }
 
     [TestMethod]
+    public void LoraUsesTheFusedLoss()
+    {
+        var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), BenchModels.Adapter(new AdapterChoice("lora", Dropout: 0)),
+            new Shapes(2, 16), DType.Float32, DType.Float32);
+        var composed = TrainGraphs.GradStep(spec);
+        var fused = TrainGraphs.GradStep(spec with { FusedKernels = true });
+        Assert.AreEqual(1, fused.Graph.Nodes.Count(n => n.OpType == "SoftmaxCrossEntropyGrad"));
+        var feeds = Feeds(fused);
+        var want = Run(composed.Graph, feeds, optimize: true);
+        var got = Run(fused.Graph, feeds, optimize: true);
+        Assert.AreEqual(want["loss"].Scalar(), got["loss"].Scalar(), 2e-6);
+        Assert.AreEqual(want["valid_tokens"].Scalar(), got["valid_tokens"].Scalar());
+        foreach (var k in want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal))) Assert.IsLessThanOrEqualTo(2e-4, Compare.MaxRelative(want[k].Floats(), got[k].Floats()), k);
+    }
+
+    [TestMethod]
     public void CpuHasFloat32KernelsOnly()
     {
         Assert.IsTrue(FusedKernels.Available(Device.Cpu, DType.Float32));
@@ -62,7 +79,7 @@ public sealed class FusedKernelTests
     {
         var cfg = Config("mixlora", 2, ["gate_proj", "up_proj", "down_proj"], 0, dora: true);
         var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, FusedKernels: true));
-        Assert.AreEqual(0, g.Graph.Nodes.Count(n => n.Domain == "com.mixlora"), "DoRA scales each slot's projections: not the fused op's math");
+        Assert.AreEqual(0, g.Graph.Nodes.Count(n => n.OpType.StartsWith("SwiGlu", StringComparison.Ordinal)), "DoRA scales each slot's projections: not the fused op's math");
     }
 
     private static AdapterConfig Config(string strategy, int topK, string[] targets, double dropout, bool dora = false)

@@ -34,7 +34,7 @@ internal static unsafe class SwiGluCuda
         CudaRtc.Launch($"swiglu_slots_bwd_{Suffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
     }
 
-    private static string Suffix(int type) => type switch
+    public static string Suffix(int type) => type switch
     {
         SwiGluKernels.BFloat16 => "bf16",
         SwiGluKernels.Float16 => "f16",

@@ -1,0 +1,139 @@
+namespace MixLoRA.Trainer.Runtime.Kernels;
+
+/// <summary>
+/// Kernels of <see cref="GraphBuilder.Ops.CrossEntropyOps"/>: SoftmaxCrossEntropy (logits (N, V), targets (N)
+/// → nll, lse (N) float32) and SoftmaxCrossEntropyGrad (logits, targets, lse, dnll → dlogits). CPU in C#
+/// (float32 logits); CUDA one block per row (an online max/sum-exp pass forward, one pass backward).
+/// </summary>
+internal static unsafe class CrossEntropyKernels
+{
+    private const int Int64 = 7, Threads = 512;
+
+    public static IEnumerable<KernelSpec> Specs()
+    {
+        const int F = SwiGluKernels.Float;
+        yield return new("SoftmaxCrossEntropy", null, [F, Int64], 2, [F, F], CpuForward);
+        yield return new("SoftmaxCrossEntropyGrad", null, [F, Int64, F, F], 4, [F], CpuBackward);
+        foreach (var t in new[] { SwiGluKernels.BFloat16, SwiGluKernels.Float16, F })
+        {
+            yield return new("SoftmaxCrossEntropy", SwiGluKernels.Cuda, [t, Int64], 2, [F, F], ctx => CudaForward(ctx, t));
+            yield return new("SoftmaxCrossEntropyGrad", SwiGluKernels.Cuda, [t, Int64, F, F], 4, [t], ctx => CudaBackward(ctx, t));
+        }
+    }
+
+    private static (long N, long V) Sizes(nint ctx)
+    {
+        var (_, x) = OrtKernelApi.TypeAndShape(OrtKernelApi.Input(ctx, 0));
+        var (_, t) = OrtKernelApi.TypeAndShape(OrtKernelApi.Input(ctx, 1));
+        if (x.Length != 2 || t.Length != 1 || t[0] != x[0]) throw new InvalidOperationException($"logits (N, V) and targets (N) expected; got ({string.Join(", ", x)}) and ({string.Join(", ", t)})");
+        return (x[0], x[1]);
+    }
+
+    private static void CpuForward(nint ctx)
+    {
+        var (n, v) = Sizes(ctx);
+        var x = (float*)SwiGluKernels.In(ctx, 0);
+        var t = (long*)SwiGluKernels.In(ctx, 1);
+        float* nll = (float*)SwiGluKernels.Out(ctx, 0, n), lse = (float*)SwiGluKernels.Out(ctx, 1, n);
+        for (long r = 0; r < n; r++)
+        {
+            var row = new ReadOnlySpan<float>(x + (r * v), (int)v);
+            var max = float.NegativeInfinity;
+            foreach (var e in row) max = Math.Max(max, e);
+            var sum = 0.0;
+            foreach (var e in row) sum += Math.Exp(e - max);
+            lse[r] = max + (float)Math.Log(sum);
+            nll[r] = t[r] >= 0 && t[r] < v ? lse[r] - row[(int)t[r]] : 0f;
+        }
+    }
+
+    private static void CpuBackward(nint ctx)
+    {
+        var (n, v) = Sizes(ctx);
+        float* x = (float*)SwiGluKernels.In(ctx, 0), lse = (float*)SwiGluKernels.In(ctx, 2), dnll = (float*)SwiGluKernels.In(ctx, 3);
+        var t = (long*)SwiGluKernels.In(ctx, 1);
+        var dx = (float*)SwiGluKernels.Out(ctx, 0, n, v);
+        for (long r = 0; r < n; r++)
+        {
+            var ignored = t[r] < 0 || t[r] >= v;
+            for (long c = 0; c < v; c++)
+            {
+                var i = (r * v) + c;
+                dx[i] = ignored ? 0f : (MathF.Exp(x[i] - lse[r]) - (c == t[r] ? 1f : 0f)) * dnll[r];
+            }
+        }
+    }
+
+    private static void CudaForward(nint ctx, int type)
+    {
+        var (n, v) = Sizes(ctx);
+        nint x = SwiGluKernels.In(ctx, 0), t = SwiGluKernels.In(ctx, 1), nll = SwiGluKernels.Out(ctx, 0, n), lse = SwiGluKernels.Out(ctx, 1, n);
+        if (n == 0) return;
+        void*[] args = [&x, &t, &nll, &lse, &v];
+        CudaRtc.Launch($"softmax_ce_fwd_{SwiGluCuda.Suffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
+    }
+
+    private static void CudaBackward(nint ctx, int type)
+    {
+        var (n, v) = Sizes(ctx);
+        nint x = SwiGluKernels.In(ctx, 0), t = SwiGluKernels.In(ctx, 1), lse = SwiGluKernels.In(ctx, 2), dnll = SwiGluKernels.In(ctx, 3);
+        nint dx = SwiGluKernels.Out(ctx, 0, n, v);
+        if (n == 0) return;
+        void*[] args = [&x, &t, &lse, &dnll, &dx, &v];
+        CudaRtc.Launch($"softmax_ce_bwd_{SwiGluCuda.Suffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
+    }
+
+    /// <summary>CUDA C++ (after <see cref="SwiGluCuda.Source"/>, whose storage types and conversions it uses).</summary>
+    public const string CudaSource = """
+        __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
+          if (m2 == -INFINITY) return;
+          if (m == -INFINITY) { m = m2; s = s2; return; }
+          const float mx = fmaxf(m, m2);
+          s = s * expf(m - mx) + s2 * expf(m2 - mx);
+          m = mx;
+        }
+
+        template <typename T>
+        __device__ void ce_fwd(const T* X, const long long* Tg, float* Nll, float* Lse, long long V) {
+          __shared__ float sm[32], ss[32];
+          const long long r = blockIdx.x;
+          const T* x = X + r * V;
+          float m = -INFINITY, s = 0.f;
+          for (long long c = threadIdx.x; c < V; c += blockDim.x) {
+            const float e = to_f(x[c]);
+            if (e > m) { s = s * expf(m - e) + 1.f; m = e; } else { s += expf(e - m); }
+          }
+          for (int o = 16; o > 0; o >>= 1) lse_merge(m, s, __shfl_down_sync(0xffffffffu, m, o), __shfl_down_sync(0xffffffffu, s, o));
+          const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+          if (lane == 0) { sm[warp] = m; ss[warp] = s; }
+          __syncthreads();
+          if (threadIdx.x == 0) {
+            float mt = -INFINITY, st = 0.f;
+            for (int i = 0; i < (int)(blockDim.x >> 5); ++i) lse_merge(mt, st, sm[i], ss[i]);
+            const float l = mt + logf(st);
+            const long long t = Tg[r];
+            Lse[r] = l;
+            Nll[r] = (t >= 0 && t < V) ? l - to_f(x[t]) : 0.f;
+          }
+        }
+
+        template <typename T>
+        __device__ void ce_bwd(const T* X, const long long* Tg, const float* Lse, const float* dNll, T* dX, long long V) {
+          const long long r = blockIdx.x;
+          const long long t = Tg[r];
+          const bool ignored = t < 0 || t >= V;
+          const float l = Lse[r], d = dNll[r];
+          for (long long c = threadIdx.x; c < V; c += blockDim.x) {
+            const long long i = r * V + c;
+            dX[i] = from_f<T>(ignored ? 0.f : (expf(to_f(X[i]) - l) - (c == t ? 1.f : 0.f)) * d);
+          }
+        }
+
+        #define CE_KERNELS(T, S) \
+          extern "C" __global__ void softmax_ce_fwd_##S(const T* X, const long long* Tg, float* Nll, float* Lse, long long V) { ce_fwd<T>(X, Tg, Nll, Lse, V); } \
+          extern "C" __global__ void softmax_ce_bwd_##S(const T* X, const long long* Tg, const float* Lse, const float* dNll, T* dX, long long V) { ce_bwd<T>(X, Tg, Lse, dNll, dX, V); }
+        CE_KERNELS(bf16, bf16)
+        CE_KERNELS(f16, f16)
+        CE_KERNELS(float, f32)
+        """;
+}
