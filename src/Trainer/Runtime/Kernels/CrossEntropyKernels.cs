@@ -85,9 +85,10 @@ internal static unsafe class CrossEntropyKernels
 
     /// <summary>CUDA C++ (after <see cref="SwiGluCuda.Source"/>, whose storage types and conversions it uses).</summary>
     public const string CudaSource = """
+        #define NEG_INF __int_as_float(0xff800000)
         __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
-          if (m2 == -INFINITY) return;
-          if (m == -INFINITY) { m = m2; s = s2; return; }
+          if (m2 == NEG_INF) return;
+          if (m == NEG_INF) { m = m2; s = s2; return; }
           const float mx = fmaxf(m, m2);
           s = s * expf(m - mx) + s2 * expf(m2 - mx);
           m = mx;
@@ -98,7 +99,7 @@ internal static unsafe class CrossEntropyKernels
           __shared__ float sm[32], ss[32];
           const long long r = blockIdx.x;
           const T* x = X + r * V;
-          float m = -INFINITY, s = 0.f;
+          float m = NEG_INF, s = 0.f;
           for (long long c = threadIdx.x; c < V; c += blockDim.x) {
             const float e = to_f(x[c]);
             if (e > m) { s = s * expf(m - e) + 1.f; m = e; } else { s += expf(e - m); }
@@ -108,7 +109,7 @@ internal static unsafe class CrossEntropyKernels
           if (lane == 0) { sm[warp] = m; ss[warp] = s; }
           __syncthreads();
           if (threadIdx.x == 0) {
-            float mt = -INFINITY, st = 0.f;
+            float mt = NEG_INF, st = 0.f;
             for (int i = 0; i < (int)(blockDim.x >> 5); ++i) lse_merge(mt, st, sm[i], ss[i]);
             const float l = mt + logf(st);
             const long long t = Tg[r];

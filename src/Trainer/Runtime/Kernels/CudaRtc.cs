@@ -74,7 +74,7 @@ internal static unsafe class CudaRtc
         Check(api, api.CtxGetDevice(&dev), "cuCtxGetDevice");
         Check(api, api.DeviceGetAttribute(&major, 75, dev), "compute capability");           // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
         Check(api, api.DeviceGetAttribute(&minor, 76, dev), "compute capability");           // ..._MINOR
-        var ptx = Compile(api, SwiGluCuda.Source + CrossEntropyKernels.CudaSource, $"--gpu-architecture=compute_{major}{minor}");
+        var ptx = Compile(api, SwiGluCuda.Source + "\n" + CrossEntropyKernels.CudaSource, $"--gpu-architecture=compute_{major}{minor}");
         nint module;
         fixed (byte* p = ptx)
         {
