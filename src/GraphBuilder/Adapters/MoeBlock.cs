@@ -18,6 +18,8 @@ namespace MixLoRA.GraphBuilder.Adapters;
 ///    ├─ G = W1 x ──┬─ act(G + sΔgate_j) ⊙ (U + sΔup_j) = h_j ─ Σ_j w_j h_j ─ W2 ─(+)─ out
 ///    ├─ U = W3 x ──┘        ↑ masked x A*ᵀ B*ᵀ           └─ Σ_j w_j s B2_e A2_e h_j ─┘
 /// </code>
+/// With fused kernels (graphs for the trainer's runtime), act(G + ΔG_j) ⊙ (U + ΔU_j) and Σ_j w_j h_j are one
+/// <see cref="SwiGluSlotsOps"/> node each way instead of the broadcasts, activation and slot sum above.
 /// </summary>
 /// <param name="fused">emit the expert activations as the fused <see cref="SwiGluSlotsOps"/> kernels where they apply
 /// (SiLU, gate and up targeted, no DoRA); the caller sets it only where the runtime has kernels for <paramref name="compute"/>.</param>
@@ -35,7 +37,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var mask = BlockMask(b, routing.Experts, e, S.R, S.Scaling);                      // (N, K, E·R), 0 or s
         Value Activate(Value v) => cfg.ActFn is null ? site.Act(v) : b.Act(cfg.ActFn, v);
 
-        if (Fusable(site))
+        if (Fusable(site, slots))
         {
             var (gf, uf) = (site.Frozen("gate_proj", x), site.Frozen("up_proj", x));           // (N, F)
             var dgf = Delta(b, site.Layer, "gate_proj", x, mask, d, f)!;                     // (N, K, F)
@@ -57,9 +59,9 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         return (Down(b, site, h, mixed, w, mask, slots), routing);
     }
 
-    /// <summary>Whether the fused kernels compute this block: SiLU experts on gate and up, without DoRA.</summary>
-    private bool Fusable(MlpSite site) =>
-        fused && compute != DType.Float64 && !S.UseDora && cfg.Targets("gate_proj") && cfg.Targets("up_proj")
+    /// <summary>Whether the fused kernels compute this block: SiLU experts on gate and up, without DoRA, ≤ 8 slots.</summary>
+    private bool Fusable(MlpSite site, long slots) =>
+        fused && compute != DType.Float64 && !S.UseDora && cfg.Targets("gate_proj") && cfg.Targets("up_proj") && slots <= SwiGluSlotsOps.MaxSlots
         && (cfg.ActFn ?? site.ActName) is "silu" or "swish";
 
     /// <summary>W2 mixed + Σ_j w_j s B2_e A2_e dropout(h_j) when down_proj is targeted: (N, D).</summary>

@@ -18,6 +18,9 @@ public static class SwiGluSlotsOps
 {
     public const string Domain = "com.mixlora";
 
+    /// <summary>Slots per token the kernels handle (their per-thread weight and dW arrays).</summary>
+    public const int MaxSlots = 8;
+
     /// <summary>Compute dtypes the trainer has kernels for, per device (float32 routing weights always).</summary>
     public static readonly DType[] CpuTypes = [DType.Float32];
     public static readonly DType[] CudaTypes = [DType.BFloat16, DType.Float16, DType.Float32];

@@ -81,13 +81,21 @@ public sealed class FusedKernelTests
         Assert.AreEqual(0, g.Graph.Nodes.Count(n => n.OpType.StartsWith("SwiGlu", StringComparison.Ordinal)), "DoRA scales each slot's projections: not the fused op's math");
     }
 
-    private static AdapterConfig Config(string strategy, int topK, string[] targets, double dropout, bool dora = false)
+    [TestMethod]
+    public void MoreSlotsThanTheKernelsHoldStayComposed()
+    {
+        var cfg = Config("mixlora-dynamic", 0, ["gate_proj", "up_proj", "down_proj"], 0, experts: 12);   // K = E = 12 slots
+        var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, FusedKernels: true));
+        Assert.AreEqual(0, g.Graph.Nodes.Count(n => n.OpType.StartsWith("SwiGlu", StringComparison.Ordinal)));
+    }
+
+    private static AdapterConfig Config(string strategy, int topK, string[] targets, double dropout, bool dora = false, int experts = 4)
     {
         var path = Path.Combine(TestFiles.TempDir(), "adapter_config.json");
         var d = new Dictionary<string, object>
         {
             ["peft_type"] = "MIXLORA", ["task_type"] = "CAUSAL_LM", ["r"] = 4, ["lora_alpha"] = 8, ["lora_dropout"] = dropout,
-            ["target_modules"] = targets, ["routing_strategy"] = strategy, ["num_experts"] = 4,
+            ["target_modules"] = targets, ["routing_strategy"] = strategy, ["num_experts"] = experts,
         };
         if (topK > 0) d["top_k"] = topK;
         else d["top_p"] = 0.6;

@@ -39,7 +39,7 @@ internal static class SwiGluKernels
         Expect(ctx, 1, "U", n, f);
         Expect(ctx, 3, "DU", n, k, f);
         Expect(ctx, 4, "W", n, k);
-        if (k > 8) throw new InvalidOperationException($"at most 8 slots per token; got K = {k}");
+        if (k > GraphBuilder.Ops.SwiGluSlotsOps.MaxSlots) throw new InvalidOperationException($"at most {GraphBuilder.Ops.SwiGluSlotsOps.MaxSlots} slots per token; got K = {k}");
         return (n, k, f);
     }
 
