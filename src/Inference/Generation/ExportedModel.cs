@@ -64,7 +64,7 @@ public sealed class ExportedModel : IDisposable
         using var options = runtime.Options();
         try
         {
-            _session = new InferenceSession(path, options);
+            _session = OrtRuntime.Create(() => new InferenceSession(path, options));
         }
         catch (OnnxRuntimeException e)
         {

@@ -116,11 +116,30 @@ public sealed class OrtRuntime
         using var own = options == null ? Options() : null;
         try
         {
-            return new InferenceSession(model, options ?? own!);
+            return Create(() => new InferenceSession(model, options ?? own!));
         }
         catch (OnnxRuntimeException e)
         {
             throw new InvalidOperationException($"ONNX Runtime rejected the graph on {Device}: {e.Message}", e);
+        }
+    }
+
+    private static readonly Lock FirstSession = new();
+    private static volatile bool _domainKnown;
+
+    /// <summary>
+    /// Creates a session whose options carry the com.mixlora domain. ORT adds a custom domain to its
+    /// process-wide version map when the first such session is created, without a lock: two first sessions
+    /// created at once fail ("domain is already exist"), so sessions are created one at a time until one has.
+    /// </summary>
+    public static InferenceSession Create(Func<InferenceSession> create)
+    {
+        if (_domainKnown) return create();
+        lock (FirstSession)
+        {
+            var session = create();
+            _domainKnown = true;
+            return session;
         }
     }
 
