@@ -42,9 +42,12 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
             var (gf, uf) = (site.Frozen("gate_proj", x), site.Frozen("up_proj", x));           // (N, F)
             var dgf = Delta(b, site.Layer, "gate_proj", x, mask, d, f)!;                     // (N, K, F)
             var duf = Delta(b, site.Layer, "up_proj", x, mask, d, f)!;
-            var (hf, mixedf) = b.SwiGluSlots(gf, uf, dgf, duf, routing.Weights);            // (N, K, F), (N, F)
+            // H comes out dropped for the down-projection LoRA when training with lora_dropout (an in-kernel mask)
+            var ratio = training is null || !cfg.Targets("down_proj") ? 0 : S.LoraDropout;
+            var seed = ratio > 0 ? b.InputOnce(SwiGluSlotsOps.SeedInput, DType.Int64, Shape.Scalar) : null;
+            var (hf, mixedf) = b.SwiGluSlots(gf, uf, dgf, duf, routing.Weights, seed, ratio, site.Layer);   // (N, K, F), (N, F)
             var wf = b.Cast(b.Unsqueeze(routing.Weights, 2), compute);                     // (N, K, 1)
-            return (Down(b, site, hf, mixedf, wf, mask, slots), routing);                     // (N, D)
+            return (Down(b, site, hf, mixedf, wf, mask, slots, dropped: true), routing);      // (N, D)
         }
         var onehot = S.UseDora ? OneHot(b, routing.Experts, e) : null;                 // (N, K, E) with DoRA
         var g = b.Unsqueeze(site.Frozen("gate_proj", x), 1);                              // (N, 1, F)
@@ -64,22 +67,25 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         fused && compute != DType.Float64 && !S.UseDora && cfg.Targets("gate_proj") && cfg.Targets("up_proj") && slots <= SwiGluSlotsOps.MaxSlots
         && (cfg.ActFn ?? site.ActName) is "silu" or "swish";
 
-    /// <summary>W2 mixed + Σ_j w_j s B2_e A2_e dropout(h_j) when down_proj is targeted: (N, D).</summary>
-    private Value Down(Builder b, MlpSite site, Value h, Value mixed, Value w, Value mask, long slots)
+    /// <summary>
+    /// W2 mixed + Σ_j w_j s B2_e A2_e dropout(h_j) when down_proj is targeted: (N, D); <paramref name="dropped"/>:
+    /// h is already dropout(h) (the fused kernel's).
+    /// </summary>
+    private Value Down(Builder b, MlpSite site, Value h, Value mixed, Value w, Value mask, long slots, bool dropped = false)
     {
         var y = site.Frozen("down_proj", mixed);                                          // (N, D)
         if (!cfg.Targets("down_proj")) return y;
-        var z = DownRank(b, site.Layer, h, site.Intermediate, slots);                    // (N, K, E·R)
+        var z = DownRank(b, site.Layer, h, site.Intermediate, slots, dropped);           // (N, K, E·R)
         var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", cfg.NumExperts, site.Hidden, S.R, axis: 1);   // (D, E·R)
         var zw = b.Squeeze(b.SumSlices(b.Mul(b.Mul(z, mask), w), 1, slots), 1);          // (N, E·R)
         return b.Add(y, b.Linear(zw, b2));                                                // (N, D) (s is in the mask)
     }
 
     /// <summary>dropout(h) A2*ᵀ for every slot: (N, K, E·R), all experts' rank activations.</summary>
-    private Value DownRank(Builder b, int layer, Value h, long f, long slots)
+    private Value DownRank(Builder b, int layer, Value h, long f, long slots, bool dropped = false)
     {
         var a2 = Stacked(b, layer, "down_proj", "lora_A", cfg.NumExperts, f, S.R, axis: 0);   // (E·R, F)
-        var hn = b.Reshape(LoraLayer.Dropout(b, h, S.LoraDropout, training), -1, f);          // (N·K, F)
+        var hn = b.Reshape(dropped ? h : LoraLayer.Dropout(b, h, S.LoraDropout, training), -1, f);   // (N·K, F)
         return b.Reshape(b.Linear(hn, a2), -1, slots, cfg.NumExperts * S.R);
     }
 

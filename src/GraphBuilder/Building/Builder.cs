@@ -66,6 +66,14 @@ public sealed class Builder
 
     public bool IsInput(string name) => _inputNames.Contains(name);
 
+    /// <summary>The graph input <paramref name="name"/>, declared on first use (shared by the nodes that read it).</summary>
+    public Value InputOnce(string name, DType dtype, Shape? shape)
+    {
+        if (!_inputNames.Contains(name)) return Input(name, dtype, shape);
+        var v = _values[name];
+        return v.DType == dtype ? v : throw Fail.Bug($"input '{name}' declared as {v}, asked for as {dtype.Name()}");
+    }
+
     private readonly HashSet<string> _inputNames = new(StringComparer.Ordinal);
 
     /// <summary>Marks a value as a graph output, renaming through Identity when a name is given.</summary>

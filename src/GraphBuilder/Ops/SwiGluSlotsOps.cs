@@ -8,11 +8,14 @@ namespace MixLoRA.GraphBuilder.Ops;
 /// kernels: C# on the CPU, NVRTC-compiled CUDA on the GPU). For token n, slot j and column f:
 /// <code>
 ///   g = G[n,f] + DG[n,j,f]      u = U[n,f] + DU[n,j,f]      (frozen output + the slot's expert delta)
-///   H[n,j,f] = silu(g) · u      M[n,f] = Σ_j W[n,j] · H[n,j,f]
+///   h = silu(g) · u             M[n,f] = Σ_j W[n,j] · h      H[n,j,f] = h, or dropout(h) with attribute ratio > 0
 /// </code>
 /// computed in float32 and rounded once. Composed from primitives this is ~10 passes over (N, K, F) forward
 /// and ~25 backward; fused, one read of the inputs and one write of the outputs each way. The backward
-/// recomputes g, u and silu from the inputs instead of keeping them.
+/// recomputes g, u and silu from the inputs instead of keeping them. Dropout (for the experts' down-projection
+/// LoRA) keeps element i of (N, K, F) when hash(seed, salt, i) ≥ ratio (<see cref="Keep"/>, the same in every
+/// kernel), scaled by 1/(1 − ratio): the backward regenerates the mask instead of storing it, and a recomputed
+/// (checkpointed) forward draws the same one. The seed is an int64 scalar input that changes every step.
 /// </summary>
 public static class SwiGluSlotsOps
 {
@@ -20,6 +23,9 @@ public static class SwiGluSlotsOps
 
     /// <summary>Slots per token the kernels handle (their per-thread weight and dW arrays).</summary>
     public const int MaxSlots = 8;
+
+    /// <summary>The grad step's int64 scalar input that seeds the fused dropout (a new value every micro-step).</summary>
+    public const string SeedInput = "dropout_seed";
 
     /// <summary>Compute dtypes the trainer has kernels for, per device (float32 routing weights always).</summary>
     public static readonly DType[] CpuTypes = [DType.Float32];
@@ -39,6 +45,11 @@ public static class SwiGluSlotsOps
                 var (h, m) = b.SwiGluSlots(x[0], x[1], x[2], x[3], x[4]);
                 return b.Add(b.Mul(m, m), b.Squeeze(b.SumSlices(h, 1, 2), 1));
             }, Spec.F(3, 6), Spec.F(3, 6), Spec.F(3, 2, 6), Spec.F(3, 2, 6), Spec.F(3, 2)),
+            F32("dropout", (b, x) =>
+            {
+                var (h, m) = b.SwiGluSlots(x[0], x[1], x[2], x[3], x[4], x[5], 0.4, salt: 3);
+                return b.Add(b.Mul(m, m), b.Squeeze(b.SumSlices(h, 1, 2), 1));
+            }, Spec.F(3, 6), Spec.F(3, 6), Spec.F(3, 2, 6), Spec.F(3, 2, 6), Spec.F(3, 2), Spec.Ints([11])),
         ],
     };
 
@@ -51,13 +62,34 @@ public static class SwiGluSlotsOps
     };
 
     /// <summary>
-    /// (H (N, K, F), Mixed (N, F)) for G, U (N, F), DG, DU (N, K, F) in one compute dtype and W (N, K) float32.
+    /// (H (N, K, F), Mixed (N, F)) for G, U (N, F), DG, DU (N, K, F) in one compute dtype and W (N, K) float32;
+    /// H is dropout(h) when <paramref name="ratio"/> &gt; 0 (then <paramref name="seed"/>, an int64 scalar, is required;
+    /// <paramref name="salt"/> tells nodes sharing a seed apart, e.g. the layer).
     /// </summary>
-    public static (Value H, Value Mixed) SwiGluSlots(this Builder b, Value g, Value u, Value dg, Value du, Value w)
+    public static (Value H, Value Mixed) SwiGluSlots(this Builder b, Value g, Value u, Value dg, Value du, Value w, Value? seed = null, double ratio = 0, long salt = 0)
     {
         Check(g, u, dg, du, w);
-        var r = b.Apply(SwiGluSlotsOp, [g, u, dg, du, w]);
+        if (ratio is < 0 or >= 1 || (ratio > 0 && seed is not { DType: DType.Int64 })) throw Fail.Bug($"SwiGluSlots dropout needs 0 ≤ ratio < 1 and an int64 seed; got {ratio}, {seed}");
+        var r = ratio > 0
+            ? b.Apply(SwiGluSlotsOp, [g, u, dg, du, w, seed], A.Of(("ratio", ratio), ("salt", salt)))
+            : b.Apply(SwiGluSlotsOp, [g, u, dg, du, w]);
         return (r[0], r[1]);
+    }
+
+    /// <summary>
+    /// Whether dropout keeps element <paramref name="i"/>: splitmix64 of (seed, salt, i), top 24 bits as a
+    /// uniform in [0, 1), kept when ≥ ratio. The CUDA kernels compute the same bits.
+    /// </summary>
+    public static bool Keep(long seed, long salt, long i, double ratio)
+    {
+        unchecked
+        {
+            var z = ((ulong)seed * 0x9E3779B97F4A7C15UL) + ((ulong)salt * 0xD1B54A32D192ED03UL) + (ulong)i;
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            z ^= z >> 31;
+            return (float)(z >> 40) * (1f / 16777216f) >= (float)ratio;
+        }
     }
 
     private static void Check(Value g, Value u, Value dg, Value du, Value w)
@@ -67,15 +99,17 @@ public static class SwiGluSlotsOps
         if (g.Rank != 2 || u.Rank != 2 || dg.Rank != 3 || du.Rank != 3 || w.Rank != 2) throw Fail.Bug($"SwiGluSlots shapes: G, U (N, F), DG, DU (N, K, F), W (N, K); got {g}, {u}, {dg}, {du}, {w}");
     }
 
-    /// <summary>One kernel: dH_total = W·dM + dH; the rest of the chain rule recomputed from the inputs.</summary>
+    /// <summary>One kernel: dH_total = W·dM + mask·dH/(1 − ratio); the rest of the chain rule recomputed from the inputs.</summary>
     private static Value?[] Backward(GradContext g)
     {
         var (dh, dm) = (g.OutGrads[0], g.OutGrads[1]);
-        var r = g.B.Apply(SwiGluSlotsGradOp, [g.X(0), g.X(1), g.X(2), g.X(3), g.X(4), dm, dh]);
+        var seed = g.Inputs.Count > 5 ? g.Inputs[5] : null;
+        var attrs = seed is null ? null : A.Of(("ratio", (double)g.Node.Float("ratio", 0)), ("salt", g.Node.Int("salt", 0)));
+        var r = g.B.Apply(SwiGluSlotsGradOp, seed is null ? [g.X(0), g.X(1), g.X(2), g.X(3), g.X(4), dm, dh] : [g.X(0), g.X(1), g.X(2), g.X(3), g.X(4), dm, dh, seed], attrs);
         return [r[2], r[3], r[0], r[1], r[4]];
     }
 
     /// <summary>A gradient case run in float32 (weights included): the float64 check inputs are cast on entry.</summary>
     private static GradCase F32(string label, Func<Builder, Value[], Value> forward, params Spec[] inputs) =>
-        GradCase.Of(label, (b, x) => forward(b, x.Select(v => b.Cast(v, DType.Float32)).ToArray()), inputs) with { Eps = 3e-3, Tol = 5e-4 };
+        GradCase.Of(label, (b, x) => forward(b, x.Select(v => v.DType == DType.Float64 ? b.Cast(v, DType.Float32) : v).ToArray()), inputs) with { Eps = 3e-3, Tol = 5e-4 };
 }

@@ -32,6 +32,7 @@ internal sealed class StepIO
         OptimizerInputs[AdamW.StepInput] = store.Allocate(DType.Int64, []);
         OptimizerInputs[AdamW.LrInput] = store.Allocate(DType.Float32, []);
         OptimizerInputs[OptimizerGraph.GradScaleInput] = store.Allocate(DType.Float32, []);
+        if (m.Graphs["grad_step"].Inputs.Any(i => i.Name == GraphBuilder.Ops.SwiGluSlotsOps.SeedInput)) Seed = store.Allocate(DType.Int64, []);
         long[] shape = [m.MicroBatchSize, m.SeqLen];
         Batch = new Dictionary<string, OrtValue>(StringComparer.Ordinal)
         {
@@ -45,6 +46,18 @@ internal sealed class StepIO
     public Dictionary<string, OrtValue> OptimizerInputs { get; } = new(StringComparer.Ordinal);
     public Dictionary<string, OrtValue> OptimizerOutputs { get; } = new(StringComparer.Ordinal);
     public Dictionary<string, OrtValue> Batch { get; }
+
+    /// <summary>The grad step's dropout seed (fused kernels with dropout), or null when its graphs have none.</summary>
+    public OrtValue? Seed { get; }
+
+    /// <summary>
+    /// Sets the fused dropout's seed for one micro-step: a function of the optimizer step and the micro-batch,
+    /// so masks differ every micro-step and a resumed run draws the same ones.
+    /// </summary>
+    public void SetSeed(long step, int micro)
+    {
+        if (Seed != null) _store.CopyIn(MemoryMarshal.AsBytes(new[] { (step * 4096) + micro }.AsSpan()), Seed);
+    }
 
     public double GradNorm => _store.Download(OptimizerOutputs[OptimizerGraph.GradNormOutput]).Floats()[0];
 

@@ -89,6 +89,11 @@ public sealed class StepRunner : IDisposable
             // gradients land in place in the flat gradient buffer through per-tensor views
             foreach (var (k, v) in State.Views(State.Grads.Next)) outputs[AdamW.GradName(k)] = v;
             if (i > 0) foreach (var (k, v) in State.Views(State.Grads.Current)) inputs[TrainGraphs.AccName(k)] = v;
+            if (_io.Seed is { } seed)
+            {
+                _io.SetSeed(step, i);
+                inputs[GraphBuilder.Ops.SwiGluSlotsOps.SeedInput] = seed;
+            }
             session.Run(inputs, outputs);
             State.Grads.Swap();
             _io.Accumulate(sums, ref load);

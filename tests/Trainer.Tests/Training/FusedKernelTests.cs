@@ -3,6 +3,7 @@ using Microsoft.ML.OnnxRuntime;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.Trainer.Bench;
 using MixLoRA.Trainer.Runtime;
@@ -22,7 +23,7 @@ public sealed class FusedKernelTests
 {
     [TestMethod]
     [DataRow("mixlora", 2, "gate_proj,up_proj,down_proj", 0.0)]
-    [DataRow("mixlora", 3, "q_proj,v_proj,gate_proj,up_proj,down_proj", 0.2)]
+    [DataRow("mixlora", 3, "q_proj,v_proj,gate_proj,up_proj,down_proj", 0.0)]
     [DataRow("mixlora", 2, "gate_proj,up_proj", 0.0)]
     [DataRow("mixlora-dynamic", 0, "gate_proj,up_proj,down_proj", 0.0)]
     public void FusedGraphGivesTheComposedGradients(string strategy, int topK, string targets, double dropout)
@@ -37,8 +38,7 @@ public sealed class FusedKernelTests
         Assert.AreEqual(1, fused.Graph.Nodes.Count(n => n.OpType == "SoftmaxCrossEntropy"), "the loss");
         Assert.IsLessThan(composed.Graph.Nodes.Length, fused.Graph.Nodes.Length);
 
-        // dropout: the same seeded masks in both (the Dropout nodes come in the same order); ORT's
-        // optimizations off, as in CheckpointingTests
+        // without dropout: the fused kernel draws its own masks (FusedDropout* below)
         var optimize = dropout == 0;
         var feeds = Feeds(fused);
         var want = Run(Seeded(composed.Graph), feeds, optimize);
@@ -48,6 +48,54 @@ public sealed class FusedKernelTests
         var grads = want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal)).ToArray();
         Assert.HasCount(fused.Trainable.Count, grads);
         foreach (var k in grads) Assert.IsLessThanOrEqualTo(2e-4, Compare.MaxRelative(want[k].Floats(), got[k].Floats()), k);
+    }
+
+    [TestMethod]
+    public void FusedDropoutDropsTheRatioScalesTheRestAndDiffersPerSalt()
+    {
+        var b = new GraphBuilder.Building.Builder("drop");
+        var g = b.Input("g", DType.Float32, 3, 4000);
+        var w = b.Input("w", DType.Float32, 3, 2);
+        var dg = b.Input("dg", DType.Float32, 3, 2, 4000);
+        var seed = b.Input("seed", DType.Int64, Shape.Scalar);
+        b.Output(b.SwiGluSlots(g, g, dg, dg, w).H, "h");
+        b.Output(b.SwiGluSlots(g, g, dg, dg, w, seed, 0.25, salt: 0).H, "h0");
+        b.Output(b.SwiGluSlots(g, g, dg, dg, w, seed, 0.25, salt: 1).H, "h1");
+        using var run = new GraphRunner(OrtRuntime.Cpu, b.Build());
+        var ones = Enumerable.Repeat(1f, 12000).ToArray();
+        var r = run.Run(new Dictionary<string, HostTensor>
+        {
+            ["g"] = HostTensor.Of(ones[..12000], 3, 4000), ["dg"] = HostTensor.Of(Enumerable.Repeat(0.5f, 24000).ToArray(), 3, 2, 4000),
+            ["w"] = HostTensor.Of([0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f], 3, 2), ["seed"] = HostTensor.Of([9L]),
+        });
+        var (h, h0, h1) = (r["h"].Floats(), r["h0"].Floats(), r["h1"].Floats());
+        var dropped = h0.Count(v => v == 0) / (double)h0.Length;
+        Assert.AreEqual(0.25, dropped, 0.01, "fraction dropped");
+        for (var i = 0; i < h.Length; i++)
+        {
+            if (h0[i] != 0) Assert.AreEqual(h[i] / 0.75f, h0[i], 1e-5f, "kept values are scaled by 1/(1 − p)");
+        }
+        var same = h0.Zip(h1, (a, c) => (a == 0) == (c == 0)).Count(x => x) / (double)h0.Length;
+        Assert.IsLessThan(0.8, same, "another salt (layer) draws another mask");
+    }
+
+    [TestMethod]
+    public void CheckpointingReplaysTheFusedDropout()
+    {
+        var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), Config("mixlora", 2, ["q_proj", "gate_proj", "up_proj", "down_proj"], 0.2),
+            new Shapes(2, 16), DType.Float32, DType.Float32, FusedKernels: true);
+        var stored = TrainGraphs.GradStep(spec);
+        var recomputed = TrainGraphs.GradStep(spec with { Checkpointing = true });
+        Assert.IsTrue(stored.Graph.Inputs.Any(i => i.Name == SwiGluSlotsOps.SeedInput), "the grad step takes the dropout seed");
+        var feeds = Feeds(stored);
+        var want = Run(Seeded(stored.Graph), feeds, optimize: false);
+        var got = Run(Seeded(recomputed.Graph), feeds, optimize: false);
+        Assert.AreEqual(want["loss"].Scalar(), got["loss"].Scalar(), 1e-6);
+        var grads = want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal)).ToArray();
+        foreach (var k in grads) Assert.IsLessThanOrEqualTo(1e-5, Compare.MaxRelative(want[k].Floats(), got[k].Floats()), k);
+        feeds[SwiGluSlotsOps.SeedInput] = HostTensor.Of([6L]);
+        var other = Run(Seeded(stored.Graph), feeds, optimize: false);
+        Assert.IsTrue(grads.Any(k => Compare.MaxRelative(other[k].Floats(), got[k].Floats()) > 1e-3), "another seed should change some expert gradient");
     }
 
     [TestMethod]
@@ -120,6 +168,7 @@ public sealed class FusedKernelTests
         feeds["input_ids"] = HostTensor.Of(ids, 2, 16);
         feeds["attention_mask"] = HostTensor.Of(Enumerable.Range(0, 32).Select(i => i < 27 ? 1L : 0L).ToArray(), 2, 16);
         feeds["labels"] = HostTensor.Of(ids, 2, 16);
+        feeds[SwiGluSlotsOps.SeedInput] = HostTensor.Of([5L]);
         return feeds;
     }
 

@@ -12,12 +12,12 @@ internal static unsafe class CrossEntropyKernels
     public static IEnumerable<KernelSpec> Specs()
     {
         const int F = SwiGluKernels.Float;
-        yield return new("SoftmaxCrossEntropy", null, [F, Int64], 2, [F, F], CpuForward);
-        yield return new("SoftmaxCrossEntropyGrad", null, [F, Int64, F, F], 4, [F], CpuBackward);
+        yield return new("SoftmaxCrossEntropy", null, [F, Int64], 2, [F, F], (ctx, _) => CpuForward(ctx));
+        yield return new("SoftmaxCrossEntropyGrad", null, [F, Int64, F, F], 4, [F], (ctx, _) => CpuBackward(ctx));
         foreach (var t in new[] { SwiGluKernels.BFloat16, SwiGluKernels.Float16, F })
         {
-            yield return new("SoftmaxCrossEntropy", SwiGluKernels.Cuda, [t, Int64], 2, [F, F], ctx => CudaForward(ctx, t));
-            yield return new("SoftmaxCrossEntropyGrad", SwiGluKernels.Cuda, [t, Int64, F, F], 4, [t], ctx => CudaBackward(ctx, t));
+            yield return new("SoftmaxCrossEntropy", SwiGluKernels.Cuda, [t, Int64], 2, [F, F], (ctx, _) => CudaForward(ctx, t));
+            yield return new("SoftmaxCrossEntropyGrad", SwiGluKernels.Cuda, [t, Int64, F, F], 4, [t], (ctx, _) => CudaBackward(ctx, t));
         }
     }
 

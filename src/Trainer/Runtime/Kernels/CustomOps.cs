@@ -3,8 +3,11 @@ using Microsoft.ML.OnnxRuntime;
 
 namespace MixLoRA.Trainer.Runtime.Kernels;
 
+/// <summary>A node's attributes the kernels read: dropout ratio and salt (0 when absent).</summary>
+internal readonly record struct NodeAttrs(float Ratio, long Salt);
+
 /// <summary>One kernel of a custom op: ONNX element types per input/output, the provider it runs on (null: CPU).</summary>
-internal sealed record KernelSpec(string Name, string? Provider, int[] Inputs, int OptionalFrom, int[] Outputs, Action<nint> Compute);
+internal sealed record KernelSpec(string Name, string? Provider, int[] Inputs, int OptionalFrom, int[] Outputs, Action<nint, NodeAttrs> Compute);
 
 /// <summary>
 /// Registers the trainer's own kernels (domain com.mixlora) with ONNX Runtime sessions through the C API's
@@ -26,6 +29,9 @@ internal static unsafe class CustomOps
     }
 
     private sealed record Registered(KernelSpec Spec, nint Name, nint Provider);
+
+    /// <summary>One node's kernel: its op and attributes (behind a GCHandle while ORT holds the kernel).</summary>
+    private sealed record Kernel(KernelSpec Spec, NodeAttrs Attrs);
 
     private static readonly Dictionary<nint, Registered> ByOp = [];
     private static readonly Lazy<nint> Domain = new(Build);
@@ -77,14 +83,25 @@ internal static unsafe class CustomOps
 
     private static KernelSpec Spec(nint op) => ByOp[op].Spec;
 
-    // the kernel handle is the op itself: these kernels keep no per-node state
-    [UnmanagedCallersOnly] private static nint CreateKernel(nint op, nint api, nint info) => op;
+    private static nint NewKernel(nint op, nint info) =>
+        GCHandle.ToIntPtr(GCHandle.Alloc(new Kernel(Spec(op), new NodeAttrs(OrtKernelApi.AttributeFloat(info, "ratio", 0), OrtKernelApi.AttributeInt(info, "salt", 0)))));
+
+    private static Kernel Of(nint kernel) => (Kernel)GCHandle.FromIntPtr(kernel).Target!;
+
+    [UnmanagedCallersOnly] private static nint CreateKernel(nint op, nint api, nint info) => NewKernel(op, info);
 
     [UnmanagedCallersOnly]
     private static nint CreateKernelV2(nint op, nint api, nint info, nint* kernel)
     {
-        *kernel = op;
-        return 0;
+        try
+        {
+            *kernel = NewKernel(op, info);
+            return 0;
+        }
+        catch (Exception e)
+        {
+            return OrtKernelApi.FailStatus($"{Spec(op).Name}: {e.Message}");
+        }
     }
 
     [UnmanagedCallersOnly] private static nint GetName(nint op) => ByOp[op].Name;
@@ -97,7 +114,7 @@ internal static unsafe class CustomOps
     [UnmanagedCallersOnly] private static int Required(nint op, nuint i) => 0;                                              // required; OrtMemTypeDefault
     [UnmanagedCallersOnly] private static int One(nint op) => 1;
     [UnmanagedCallersOnly] private static int MaxVersion(nint op) => int.MaxValue;
-    [UnmanagedCallersOnly] private static void Destroy(nint kernel) { }
+    [UnmanagedCallersOnly] private static void Destroy(nint kernel) => GCHandle.FromIntPtr(kernel).Free();
 
     [UnmanagedCallersOnly]
     private static nuint NoPairs(int** inputs, int** outputs)
@@ -110,19 +127,20 @@ internal static unsafe class CustomOps
     [UnmanagedCallersOnly] private static void ReleasePairs(int* inputs, int* outputs) { }
 
     // only reached by an ORT that ignores KernelComputeV2; errors cannot be returned from here
-    [UnmanagedCallersOnly] private static void Compute(nint kernel, nint ctx) => Spec(kernel).Compute(ctx);
+    [UnmanagedCallersOnly] private static void Compute(nint kernel, nint ctx) => Of(kernel).Spec.Compute(ctx, Of(kernel).Attrs);
 
     [UnmanagedCallersOnly]
     private static nint ComputeV2(nint kernel, nint ctx)
     {
+        var k = Of(kernel);
         try
         {
-            Spec(kernel).Compute(ctx);
+            k.Spec.Compute(ctx, k.Attrs);
             return 0;
         }
         catch (Exception e)
         {
-            return OrtKernelApi.FailStatus($"{Spec(kernel).Name}: {e.Message}");
+            return OrtKernelApi.FailStatus($"{k.Spec.Name}: {e.Message}");
         }
     }
 }

@@ -15,7 +15,7 @@ internal static unsafe class OrtKernelApi
     private const int CreateStatusAt = 0, GetErrorMessageAt = 2, CreateCustomOpDomainAt = 26, CustomOpDomainAddAt = 27, AddCustomOpDomainAt = 28;
     private const int GetTensorMutableDataAt = 51, GetTensorElementTypeAt = 60, GetDimensionsCountAt = 61, GetDimensionsAt = 62, GetTensorTypeAndShapeAt = 65;
     private const int GetInputCountAt = 88, GetOutputCountAt = 89, GetInputAt = 90, GetOutputAt = 91, ReleaseStatusAt = 93, ReleaseTypeAndShapeAt = 99;
-    private const int GetGpuComputeStreamAt = 193;
+    private const int GetGpuComputeStreamAt = 193, AttributeFloatAt = 85, AttributeInt64At = 86;
 
     private static readonly Lazy<nint> Table = new(() =>
     {
@@ -126,6 +126,42 @@ internal static unsafe class OrtKernelApi
         finally
         {
             ((delegate* unmanaged<nint, void>)Fn(ReleaseTypeAndShapeAt))(info);
+        }
+    }
+
+    /// <summary>A node's float attribute, or <paramref name="fallback"/> when it has none.</summary>
+    public static float AttributeFloat(nint info, string name, float fallback)
+    {
+        var text = Marshal.StringToCoTaskMemUTF8(name);
+        try
+        {
+            float v;
+            var status = ((delegate* unmanaged<nint, nint, float*, nint>)Fn(AttributeFloatAt))(info, text, &v);
+            if (status == 0) return v;
+            ((delegate* unmanaged<nint, void>)Fn(ReleaseStatusAt))(status);
+            return fallback;
+        }
+        finally
+        {
+            Marshal.FreeCoTaskMem(text);
+        }
+    }
+
+    /// <summary>A node's int attribute, or <paramref name="fallback"/> when it has none.</summary>
+    public static long AttributeInt(nint info, string name, long fallback)
+    {
+        var text = Marshal.StringToCoTaskMemUTF8(name);
+        try
+        {
+            long v;
+            var status = ((delegate* unmanaged<nint, nint, long*, nint>)Fn(AttributeInt64At))(info, text, &v);
+            if (status == 0) return v;
+            ((delegate* unmanaged<nint, void>)Fn(ReleaseStatusAt))(status);
+            return fallback;
+        }
+        finally
+        {
+            Marshal.FreeCoTaskMem(text);
         }
     }
 

@@ -4,33 +4,35 @@ namespace MixLoRA.Trainer.Runtime.Kernels;
 /// The SwiGluSlots kernels on CUDA: one thread block per token, threads striding over F two columns at a
 /// time (32-bit bf16/fp16 pairs, float2), all math in float32, one rounding per output; the backward reduces
 /// dW over F in the block (warp shuffles, then shared memory). Compiled by NVRTC at first use
-/// (<see cref="CudaRtc"/>) for the device in use; no CUDA headers are needed.
+/// (<see cref="CudaRtc"/>) for the device in use; no CUDA headers are needed. Dropout of H uses the same
+/// counter-based hash as the CPU kernel, so masks are bit-identical across devices.
 /// </summary>
 internal static unsafe class SwiGluCuda
 {
     private const int Threads = 256;
 
-    public static void Forward(nint ctx, int type)
+    public static void Forward(nint ctx, NodeAttrs a, int type)
     {
         var (n, k, f) = SwiGluKernels.Sizes(ctx);
         nint g = SwiGluKernels.In(ctx, 0), u = SwiGluKernels.In(ctx, 1), dg = SwiGluKernels.In(ctx, 2), du = SwiGluKernels.In(ctx, 3), w = SwiGluKernels.In(ctx, 4);
-        nint h = SwiGluKernels.Out(ctx, 0, n, k, f), m = SwiGluKernels.Out(ctx, 1, n, f);
+        nint h = SwiGluKernels.Out(ctx, 0, n, k, f), m = SwiGluKernels.Out(ctx, 1, n, f), seed = SwiGluKernels.Seed(ctx, 5, a);
         if (n == 0) return;
-        int ki = (int)k;
-        void*[] args = [&g, &u, &dg, &du, &w, &h, &m, &ki, &f];
+        var (ki, ratio, salt) = ((int)k, a.Ratio, a.Salt);
+        void*[] args = [&g, &u, &dg, &du, &w, &h, &m, &ki, &f, &seed, &ratio, &salt];
         CudaRtc.Launch($"swiglu_slots_fwd_{Suffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
     }
 
-    public static void Backward(nint ctx, int type)
+    public static void Backward(nint ctx, NodeAttrs a, int type)
     {
         var (n, k, f) = SwiGluKernels.Sizes(ctx);
         nint g = SwiGluKernels.In(ctx, 0), u = SwiGluKernels.In(ctx, 1), dg = SwiGluKernels.In(ctx, 2), du = SwiGluKernels.In(ctx, 3), w = SwiGluKernels.In(ctx, 4);
         nint dm = SwiGluKernels.Optional(ctx, 5, "dM", n, f), dh = SwiGluKernels.Optional(ctx, 6, "dH", n, k, f);
         nint ddg = SwiGluKernels.Out(ctx, 0, n, k, f), ddu = SwiGluKernels.Out(ctx, 1, n, k, f);
         nint dgs = SwiGluKernels.Out(ctx, 2, n, f), dus = SwiGluKernels.Out(ctx, 3, n, f), dw = SwiGluKernels.Out(ctx, 4, n, k);
+        nint seed = SwiGluKernels.Seed(ctx, 7, a);
         if (n == 0) return;
-        int ki = (int)k;
-        void*[] args = [&g, &u, &dg, &du, &w, &dm, &dh, &ddg, &ddu, &dgs, &dus, &dw, &ki, &f];
+        var (ki, ratio, salt) = ((int)k, a.Ratio, a.Salt);
+        void*[] args = [&g, &u, &dg, &du, &w, &dm, &dh, &ddg, &ddu, &dgs, &dus, &dw, &ki, &f, &seed, &ratio, &salt];
         CudaRtc.Launch($"swiglu_slots_bwd_{Suffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
     }
 
@@ -73,8 +75,25 @@ internal static unsafe class SwiGluCuda
         }
         __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+        // dropout of H: SwiGluSlotsOps.Keep (splitmix64 of seed, salt, element index; top 24 bits ≥ ratio)
+        struct Drop { unsigned long long seed, salt; float ratio, scale; };
+        __device__ __forceinline__ Drop make_drop(const long long* seed, float ratio, long long salt) {
+          Drop d; d.ratio = ratio; d.salt = (unsigned long long)salt;
+          d.seed = ratio > 0.f ? (unsigned long long)(*seed) : 0ull;
+          d.scale = ratio > 0.f ? 1.0f / (1.0f - ratio) : 1.0f;
+          return d;
+        }
+        __device__ __forceinline__ float drop(const Drop& d, long long i, float v) {
+          if (d.ratio <= 0.f) return v;
+          unsigned long long z = d.seed * 0x9E3779B97F4A7C15ull + d.salt * 0xD1B54A32D192ED03ull + (unsigned long long)i;
+          z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+          z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+          z ^= z >> 31;
+          return (float)(z >> 40) * (1.0f / 16777216.0f) >= d.ratio ? v * d.scale : 0.f;
+        }
+
         template <typename T>
-        __device__ void fwd(const T* G, const T* U, const T* DG, const T* DU, const float* W, T* H, T* M, int K, long long F) {
+        __device__ void fwd(const T* G, const T* U, const T* DG, const T* DU, const float* W, T* H, T* M, int K, long long F, Drop dr) {
           const long long n = blockIdx.x;
           float w[8];
           for (int j = 0; j < K; ++j) w[j] = W[n * K + j];
@@ -91,7 +110,7 @@ internal static unsafe class SwiGluCuda
               if (pairs) { dg = ld2(DG, i); du = ld2(DU, i); } else { dg = make_float2(to_f(DG[i]), 0.f); du = make_float2(to_f(DU[i]), 0.f); }
               const float ga = g0.x + dg.x, gb = g0.y + dg.y;
               const float ha = ga * sigmoid(ga) * (u0.x + du.x), hb = gb * sigmoid(gb) * (u0.y + du.y);
-              if (pairs) st2(H, i, ha, hb); else H[i] = from_f<T>(ha);
+              if (pairs) st2(H, i, drop(dr, i, ha), drop(dr, i + 1, hb)); else H[i] = from_f<T>(drop(dr, i, ha));
               ma += w[j] * ha; mb += w[j] * hb;
             }
             if (pairs) st2(M, nf, ma, mb); else M[nf] = from_f<T>(ma);
@@ -111,7 +130,7 @@ internal static unsafe class SwiGluCuda
 
         template <typename T>
         __device__ void bwd(const T* G, const T* U, const T* DG, const T* DU, const float* W, const T* dM, const T* dH,
-                            T* dDG, T* dDU, T* dGs, T* dUs, float* dW, int K, long long F) {
+                            T* dDG, T* dDU, T* dGs, T* dUs, float* dW, int K, long long F, Drop dr) {
           __shared__ float shared[32];
           const long long n = blockIdx.x;
           float w[8], acc[8];
@@ -127,8 +146,8 @@ internal static unsafe class SwiGluCuda
             for (int j = 0; j < K; ++j) {
               const long long i = (n * K + j) * F + c;
               float2 dg, du, dh = make_float2(0.f, 0.f);
-              if (pairs) { dg = ld2(DG, i); du = ld2(DU, i); if (dH) dh = ld2(dH, i); }
-              else { dg = make_float2(to_f(DG[i]), 0.f); du = make_float2(to_f(DU[i]), 0.f); if (dH) dh.x = to_f(dH[i]); }
+              if (pairs) { dg = ld2(DG, i); du = ld2(DU, i); if (dH) { dh = ld2(dH, i); dh.x = drop(dr, i, dh.x); dh.y = drop(dr, i + 1, dh.y); } }
+              else { dg = make_float2(to_f(DG[i]), 0.f); du = make_float2(to_f(DU[i]), 0.f); if (dH) dh.x = drop(dr, i, to_f(dH[i])); }
               const float ga = g0.x + dg.x, gb = g0.y + dg.y, ua = u0.x + du.x, ub = u0.y + du.y;
               const float sa = sigmoid(ga), sb = sigmoid(gb), aa = ga * sa, ab = gb * sb;
               acc[j] += dm.x * aa * ua + (pairs ? dm.y * ab * ub : 0.f);
@@ -149,11 +168,13 @@ internal static unsafe class SwiGluCuda
         }
 
         #define KERNELS(T, S) \
-          extern "C" __global__ void swiglu_slots_fwd_##S(const T* G, const T* U, const T* DG, const T* DU, const float* W, T* H, T* M, int K, long long F) \
-          { fwd<T>(G, U, DG, DU, W, H, M, K, F); } \
+          extern "C" __global__ void swiglu_slots_fwd_##S(const T* G, const T* U, const T* DG, const T* DU, const float* W, T* H, T* M, int K, long long F, \
+                                                           const long long* seed, float ratio, long long salt) \
+          { fwd<T>(G, U, DG, DU, W, H, M, K, F, make_drop(seed, ratio, salt)); } \
           extern "C" __global__ void swiglu_slots_bwd_##S(const T* G, const T* U, const T* DG, const T* DU, const float* W, const T* dM, const T* dH, \
-                                                           T* dDG, T* dDU, T* dGs, T* dUs, float* dW, int K, long long F) \
-          { bwd<T>(G, U, DG, DU, W, dM, dH, dDG, dDU, dGs, dUs, dW, K, F); }
+                                                           T* dDG, T* dDU, T* dGs, T* dUs, float* dW, int K, long long F, \
+                                                           const long long* seed, float ratio, long long salt) \
+          { bwd<T>(G, U, DG, DU, W, dM, dH, dDG, dDU, dGs, dUs, dW, K, F, make_drop(seed, ratio, salt)); }
         KERNELS(bf16, bf16)
         KERNELS(f16, f16)
         KERNELS(float, f32)

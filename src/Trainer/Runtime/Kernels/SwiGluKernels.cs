@@ -9,7 +9,7 @@ namespace MixLoRA.Trainer.Runtime.Kernels;
 /// </summary>
 internal static class SwiGluKernels
 {
-    public const int Float = 1, Float16 = 10, BFloat16 = 16;
+    public const int Float = 1, Float16 = 10, BFloat16 = 16, Int64 = 7;
     public const string Cuda = "CUDAExecutionProvider";
 
     public static IEnumerable<KernelSpec> Specs()
@@ -18,16 +18,25 @@ internal static class SwiGluKernels
         yield return Backward(Float, null, SwiGluCpu.Backward);
         foreach (var t in new[] { BFloat16, Float16, Float })
         {
-            yield return Forward(t, Cuda, ctx => SwiGluCuda.Forward(ctx, t));
-            yield return Backward(t, Cuda, ctx => SwiGluCuda.Backward(ctx, t));
+            yield return Forward(t, Cuda, (ctx, a) => SwiGluCuda.Forward(ctx, a, t));
+            yield return Backward(t, Cuda, (ctx, a) => SwiGluCuda.Backward(ctx, a, t));
         }
     }
 
-    private static KernelSpec Forward(int t, string? provider, Action<nint> compute) =>
-        new("SwiGluSlots", provider, [t, t, t, t, Float], 5, [t, t], compute);
+    // inputs G, U, DG, DU, W [, seed]; the backward's G, U, DG, DU, W [, dM, dH, seed]
+    private static KernelSpec Forward(int t, string? provider, Action<nint, NodeAttrs> compute) =>
+        new("SwiGluSlots", provider, [t, t, t, t, Float, Int64], 5, [t, t], compute);
 
-    private static KernelSpec Backward(int t, string? provider, Action<nint> compute) =>
-        new("SwiGluSlotsGrad", provider, [t, t, t, t, Float, t, t], 5, [t, t, t, t, Float], compute);
+    private static KernelSpec Backward(int t, string? provider, Action<nint, NodeAttrs> compute) =>
+        new("SwiGluSlotsGrad", provider, [t, t, t, t, Float, t, t, Int64], 5, [t, t, t, t, Float], compute);
+
+    /// <summary>The dropout seed input (index <paramref name="i"/>) when the node drops (ratio &gt; 0), else 0.</summary>
+    public static nint Seed(nint ctx, int i, NodeAttrs a)
+    {
+        if (a.Ratio <= 0) return 0;
+        var v = i < OrtKernelApi.InputCount(ctx) ? OrtKernelApi.Input(ctx, i) : 0;
+        return v != 0 ? OrtKernelApi.Data(v) : throw new InvalidOperationException($"dropout ratio {a.Ratio} needs the seed input");
+    }
 
     /// <summary>N, K, F of a call, checked against every input's shape.</summary>
     public static (long N, long K, long F) Sizes(nint ctx)
