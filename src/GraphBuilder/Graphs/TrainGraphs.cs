@@ -22,7 +22,8 @@ public sealed record CompiledGraph(Graph Graph, IReadOnlyList<Adapters.Trainable
 /// <summary>
 /// The gradient step and the eval step (DESIGN §7). IO contract, inputs: `input_ids`, `attention_mask`,
 /// `labels` (B, T) int64, every frozen weight (HF key), every
-/// trainable tensor (reference key, fp32), and with accumulation `KEY.grad.acc`. Outputs: `loss`, `lm_loss`,
+/// trainable tensor (reference key, fp32), with accumulation `KEY.grad.acc`, and with fused expert dropout
+/// `dropout_seed` (int64 scalar, a new value every micro-step). Outputs: `loss`, `lm_loss`,
 /// `aux_loss`, `valid_tokens` (fp32 scalars), `router_load` (L, E) (MixLoRA only), and `KEY.grad` (grad
 /// step: accumulated into `.grad.acc` when present) or `logits` (B, T, V) fp32 (eval step).
 /// </summary>
