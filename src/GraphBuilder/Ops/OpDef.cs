@@ -86,4 +86,11 @@ public sealed record GradCase(string Label, ImmutableArray<Spec> Inputs, Func<Bu
 
     public static GradCase Of(string label, Func<Builder, Value[], Value> forward, params Spec[] inputs) =>
         new(label, inputs.ToImmutableArray(), forward);
+
+    /// <summary>
+    /// A case for kernels that only run in float32: the float64 check inputs are cast to float32 on entry (other
+    /// inputs, e.g. int64 targets, pass unchanged), with a finite-difference step and tolerance float32 resolves.
+    /// </summary>
+    public static GradCase Float32(string label, Func<Builder, Value[], Value> forward, params Spec[] inputs) =>
+        Of(label, (b, x) => forward(b, x.Select(v => v.DType == DType.Float64 ? b.Cast(v, DType.Float32) : v).ToArray()), inputs) with { Eps = 3e-3, Tol = 5e-4 };
 }

@@ -38,14 +38,14 @@ public static class SwiGluSlotsOps
         Grad = Backward,
         // float32 cases (float64 check inputs are cast on entry; the kernels are float32 inside)
         Cases = [
-            F32("mixed", (b, x) => b.SwiGluSlots(x[0], x[1], x[2], x[3], x[4]).Mixed, Spec.F(3, 5), Spec.F(3, 5), Spec.F(3, 2, 5), Spec.F(3, 2, 5), Spec.F(3, 2)),
-            F32("slots", (b, x) => b.SwiGluSlots(x[0], x[1], x[2], x[3], x[4]).H, Spec.F(2, 4), Spec.F(2, 4), Spec.F(2, 3, 4), Spec.F(2, 3, 4), Spec.F(2, 3)),
-            F32("both", (b, x) =>
+            GradCase.Float32("mixed", (b, x) => b.SwiGluSlots(x[0], x[1], x[2], x[3], x[4]).Mixed, Spec.F(3, 5), Spec.F(3, 5), Spec.F(3, 2, 5), Spec.F(3, 2, 5), Spec.F(3, 2)),
+            GradCase.Float32("slots", (b, x) => b.SwiGluSlots(x[0], x[1], x[2], x[3], x[4]).H, Spec.F(2, 4), Spec.F(2, 4), Spec.F(2, 3, 4), Spec.F(2, 3, 4), Spec.F(2, 3)),
+            GradCase.Float32("both", (b, x) =>
             {
                 var (h, m) = b.SwiGluSlots(x[0], x[1], x[2], x[3], x[4]);
                 return b.Add(b.Mul(m, m), b.Squeeze(b.SumSlices(h, 1, 2), 1));
             }, Spec.F(3, 6), Spec.F(3, 6), Spec.F(3, 2, 6), Spec.F(3, 2, 6), Spec.F(3, 2)),
-            F32("dropout", (b, x) =>
+            GradCase.Float32("dropout", (b, x) =>
             {
                 var (h, m) = b.SwiGluSlots(x[0], x[1], x[2], x[3], x[4], x[5], 0.4, salt: 3);
                 return b.Add(b.Mul(m, m), b.Squeeze(b.SumSlices(h, 1, 2), 1));
@@ -108,8 +108,4 @@ public static class SwiGluSlotsOps
         var r = g.B.Apply(SwiGluSlotsGradOp, seed is null ? [g.X(0), g.X(1), g.X(2), g.X(3), g.X(4), dm, dh] : [g.X(0), g.X(1), g.X(2), g.X(3), g.X(4), dm, dh, seed], attrs);
         return [r[2], r[3], r[0], r[1], r[4]];
     }
-
-    /// <summary>A gradient case run in float32 (weights included): the float64 check inputs are cast on entry.</summary>
-    private static GradCase F32(string label, Func<Builder, Value[], Value> forward, params Spec[] inputs) =>
-        GradCase.Of(label, (b, x) => forward(b, x.Select(v => v.DType == DType.Float64 ? b.Cast(v, DType.Float32) : v).ToArray()), inputs) with { Eps = 3e-3, Tol = 5e-4 };
 }

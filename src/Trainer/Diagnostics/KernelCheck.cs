@@ -33,10 +33,7 @@ public static class KernelCheck
                     using var cpu = new GraphRunner(OrtRuntime.Cpu, Graph(DType.Float32, ratio));
                     var got = device.Run(inputs);
                     var want = cpu.Run(inputs);
-                    var worst = Outputs.Select(o => (o, Err: RelMax(got[o].Floats(), want[o].Floats()))).MaxBy(p => p.Err);
-                    var tol = t switch { DType.BFloat16 => 2e-2, DType.Float16 => 3e-3, _ => 1e-5 };
-                    ok &= worst.Err <= tol;
-                    log.WriteLine($"  SwiGluSlots N={n} K={k} F={f} dropout {ratio} {t.Name(),-9} max error {worst.Err:E2} ({worst.o}) {(worst.Err <= tol ? "ok" : $"FAIL (tolerance {tol:E0})")}");
+                    ok &= Report(log, $"SwiGluSlots N={n} K={k} F={f} dropout {ratio}", t, Outputs, got, want);
                 }
             }
         }
@@ -74,10 +71,7 @@ public static class KernelCheck
         using var device = new GraphRunner(rt, Make(t));
         using var cpu = new GraphRunner(OrtRuntime.Cpu, Make(DType.Float32));
         var (got, want) = (device.Run(feeds), cpu.Run(feeds));
-        var worst = new[] { "nll", "lse", "dx" }.Select(o => (o, Err: RelMax(got[o].Floats(), want[o].Floats()))).MaxBy(p => p.Err);
-        var tol = t switch { DType.BFloat16 => 2e-2, DType.Float16 => 3e-3, _ => 1e-5 };
-        log.WriteLine($"  SoftmaxCrossEntropy N={n} V={v} {t.Name(),-9} max error {worst.Err:E2} ({worst.o}) {(worst.Err <= tol ? "ok" : $"FAIL (tolerance {tol:E0})")}");
-        return worst.Err <= tol;
+        return Report(log, $"SoftmaxCrossEntropy N={n} V={v}", t, ["nll", "lse", "dx"], got, want);
     }
 
     /// <summary>float32 inputs x0..x6 (G, U, DG, DU, W, dM, dH); all but W cast to <paramref name="t"/>; outputs as float32.</summary>
@@ -112,6 +106,15 @@ public static class KernelCheck
             ["x0"] = R(3, n, f), ["x1"] = R(2, n, f), ["x2"] = R(0.5, n, k, f), ["x3"] = R(0.5, n, k, f),
             ["x4"] = HostTensor.Of(w.Floats().Select(Math.Abs).ToArray(), n, k), ["x5"] = R(1, n, f), ["x6"] = R(1, n, k, f), ["x7"] = HostTensor.Of([1234L]),
         };
+    }
+
+    /// <summary>Prints the worst output's error against the dtype's tolerance; true when within it.</summary>
+    private static bool Report(TextWriter log, string what, DType t, string[] outputs, Dictionary<string, HostTensor> got, Dictionary<string, HostTensor> want)
+    {
+        var worst = outputs.Select(o => (o, Err: RelMax(got[o].Floats(), want[o].Floats()))).MaxBy(p => p.Err);
+        var tol = t switch { DType.BFloat16 => 2e-2, DType.Float16 => 3e-3, _ => 1e-5 };
+        log.WriteLine($"  {what} {t.Name(),-9} max error {worst.Err:E2} ({worst.o}) {(worst.Err <= tol ? "ok" : $"FAIL (tolerance {tol:E0})")}");
+        return worst.Err <= tol;
     }
 
     /// <summary>max |a − b| / max |b| (errors relative to the tensor's scale, as 16-bit rounding is).</summary>

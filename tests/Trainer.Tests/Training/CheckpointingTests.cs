@@ -1,11 +1,7 @@
-using System.Collections.Immutable;
-using Microsoft.ML.OnnxRuntime;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
-using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.Trainer.Bench;
-using MixLoRA.Trainer.Runtime;
 using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Tests.Model;
 
@@ -36,9 +32,9 @@ public sealed class CheckpointingTests
         // them on, the stored graph's seeded Dropouts drew different masks than the same nodes unoptimized
         // (observed while writing this test; ORT behaviour), while the checkpointed graph's did not change.
         var optimize = dropout == 0;
-        var feeds = Feeds(recomputed);
-        var want = Run(Seeded(stored.Graph, 11), feeds, optimize);
-        var got = Run(Seeded(recomputed.Graph, 11), feeds, optimize);
+        var feeds = GradStepHarness.Feeds(recomputed, 5, 29);
+        var want = GradStepHarness.Run(GradStepHarness.Seeded(stored.Graph, 11), feeds, optimize);
+        var got = GradStepHarness.Run(GradStepHarness.Seeded(recomputed.Graph, 11), feeds, optimize);
         Assert.AreEqual(want["loss"].Scalar(), got["loss"].Scalar(), 1e-6);
         var grads = want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal)).ToArray();
         Assert.HasCount(recomputed.Trainable.Count, grads);
@@ -46,7 +42,7 @@ public sealed class CheckpointingTests
         if (dropout == 0) return;
 
         // the comparison sees the masks: with other seeds some gradient moves
-        var other = Run(Seeded(stored.Graph, 12), feeds, optimize);
+        var other = GradStepHarness.Run(GradStepHarness.Seeded(stored.Graph, 12), feeds, optimize);
         Assert.IsTrue(grads.Any(k => Compare.MaxRelative(other[k].Floats(), got[k].Floats()) > 1e-3), "other dropout masks should change some gradient");
     }
 
@@ -64,44 +60,13 @@ public sealed class CheckpointingTests
         var stored = TrainGraphs.GradStep(spec);
         var recomputed = TrainGraphs.GradStep(spec with { Checkpointing = true });
         Assert.AreEqual(stored.Graph.Nodes.Count(n => n.OpType == "RandomUniformLike"), recomputed.Graph.Nodes.Count(n => n.OpType == "RandomUniformLike"));
-        var feeds = Feeds(recomputed);
-        var want = Run(Seeded(stored.Graph, 21), feeds, optimize: false);
-        var got = Run(Seeded(recomputed.Graph, 21), feeds, optimize: false);
+        var feeds = GradStepHarness.Feeds(recomputed, 5, 29);
+        var want = GradStepHarness.Run(GradStepHarness.Seeded(stored.Graph, 21), feeds, optimize: false);
+        var got = GradStepHarness.Run(GradStepHarness.Seeded(recomputed.Graph, 21), feeds, optimize: false);
         Assert.AreEqual(want["loss"].Scalar(), got["loss"].Scalar(), 1e-6);
         foreach (var k in want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal)))
         {
             Assert.IsLessThanOrEqualTo(1e-5, Compare.MaxRelative(want[k].Floats(), got[k].Floats()), k);
         }
-    }
-
-    /// <summary>The graph with a seed on every Dropout and noise node (base + its index among them).</summary>
-    private static Graph Seeded(Graph g, long seed)
-    {
-        var k = 0L;
-        return g with
-        {
-            Nodes = g.Nodes.Select(n => n.OpType is "Dropout" or "RandomUniformLike" ? n with { Attrs = n.Attrs.SetItem("seed", n.OpType == "Dropout" ? (object)(seed + k++) : (float)(seed + k++)) } : n).ToImmutableArray(),
-        };
-    }
-
-    private static Dictionary<string, HostTensor> Feeds(CompiledGraph g)
-    {
-        var rng = new Random(5);
-        var weights = new RandomWeights(3);
-        var feeds = g.Weights.ToDictionary(w => w.Key, w => weights.Load(w.Key, w.Value.DType, w.Value.S.ToLongs()));
-        foreach (var t in g.Trainable) feeds[t.Key] = HostTensor.Of(Enumerable.Range(0, (int)t.Count).Select(_ => (float)(0.05 * ((2 * rng.NextDouble()) - 1))).ToArray(), t.Shape);
-        var ids = Enumerable.Range(0, 32).Select(_ => (long)rng.Next(256)).ToArray();
-        feeds["input_ids"] = HostTensor.Of(ids, 2, 16);
-        feeds["attention_mask"] = HostTensor.Of(Enumerable.Range(0, 32).Select(i => i < 29 ? 1L : 0L).ToArray(), 2, 16);
-        feeds["labels"] = HostTensor.Of(ids, 2, 16);
-        return feeds;
-    }
-
-    private static Dictionary<string, HostTensor> Run(Graph g, Dictionary<string, HostTensor> feeds, bool optimize)
-    {
-        using var options = OrtRuntime.Cpu.Options();
-        if (!optimize) options.GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL;
-        using var run = new GraphRunner(OrtRuntime.Cpu, OnnxWriter.ToBytes(g), options);
-        return run.Run(feeds);
     }
 }

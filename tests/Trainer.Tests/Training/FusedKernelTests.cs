@@ -1,10 +1,7 @@
-using System.Collections.Immutable;
-using Microsoft.ML.OnnxRuntime;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.Trainer.Bench;
 using MixLoRA.Trainer.Runtime;
 using MixLoRA.Trainer.Runtime.Kernels;
@@ -40,9 +37,9 @@ public sealed class FusedKernelTests
 
         // without dropout: the fused kernel draws its own masks (FusedDropout* below)
         var optimize = dropout == 0;
-        var feeds = Feeds(fused);
-        var want = Run(Seeded(composed.Graph), feeds, optimize);
-        var got = Run(Seeded(fused.Graph), feeds, optimize);
+        var feeds = GradStepHarness.Feeds(fused, 7, 27);
+        var want = GradStepHarness.Run(GradStepHarness.Seeded(composed.Graph, 31), feeds, optimize);
+        var got = GradStepHarness.Run(GradStepHarness.Seeded(fused.Graph, 31), feeds, optimize);
         Assert.AreEqual(want["loss"].Scalar(), got["loss"].Scalar(), 2e-6);
         Assert.AreEqual(want["aux_loss"].Scalar(), got["aux_loss"].Scalar(), 1e-7);
         var grads = want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal)).ToArray();
@@ -87,14 +84,14 @@ public sealed class FusedKernelTests
         var stored = TrainGraphs.GradStep(spec);
         var recomputed = TrainGraphs.GradStep(spec with { Checkpointing = true });
         Assert.IsTrue(stored.Graph.Inputs.Any(i => i.Name == SwiGluSlotsOps.SeedInput), "the grad step takes the dropout seed");
-        var feeds = Feeds(stored);
-        var want = Run(Seeded(stored.Graph), feeds, optimize: false);
-        var got = Run(Seeded(recomputed.Graph), feeds, optimize: false);
+        var feeds = GradStepHarness.Feeds(stored, 7, 27);
+        var want = GradStepHarness.Run(GradStepHarness.Seeded(stored.Graph, 31), feeds, optimize: false);
+        var got = GradStepHarness.Run(GradStepHarness.Seeded(recomputed.Graph, 31), feeds, optimize: false);
         Assert.AreEqual(want["loss"].Scalar(), got["loss"].Scalar(), 1e-6);
         var grads = want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal)).ToArray();
         foreach (var k in grads) Assert.IsLessThanOrEqualTo(1e-5, Compare.MaxRelative(want[k].Floats(), got[k].Floats()), k);
         feeds[SwiGluSlotsOps.SeedInput] = HostTensor.Of([6L]);
-        var other = Run(Seeded(stored.Graph), feeds, optimize: false);
+        var other = GradStepHarness.Run(GradStepHarness.Seeded(stored.Graph, 31), feeds, optimize: false);
         Assert.IsTrue(grads.Any(k => Compare.MaxRelative(other[k].Floats(), got[k].Floats()) > 1e-3), "another seed should change some expert gradient");
     }
 
@@ -106,9 +103,9 @@ public sealed class FusedKernelTests
         var composed = TrainGraphs.GradStep(spec);
         var fused = TrainGraphs.GradStep(spec with { FusedKernels = true });
         Assert.AreEqual(1, fused.Graph.Nodes.Count(n => n.OpType == "SoftmaxCrossEntropyGrad"));
-        var feeds = Feeds(fused);
-        var want = Run(composed.Graph, feeds, optimize: true);
-        var got = Run(fused.Graph, feeds, optimize: true);
+        var feeds = GradStepHarness.Feeds(fused, 7, 27);
+        var want = GradStepHarness.Run(composed.Graph, feeds, optimize: true);
+        var got = GradStepHarness.Run(fused.Graph, feeds, optimize: true);
         Assert.AreEqual(want["loss"].Scalar(), got["loss"].Scalar(), 2e-6);
         Assert.AreEqual(want["valid_tokens"].Scalar(), got["valid_tokens"].Scalar());
         foreach (var k in want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal))) Assert.IsLessThanOrEqualTo(2e-4, Compare.MaxRelative(want[k].Floats(), got[k].Floats()), k);
@@ -150,33 +147,5 @@ public sealed class FusedKernelTests
         if (dora) d["use_dora"] = true;
         File.WriteAllText(path, System.Text.Json.JsonSerializer.Serialize(d));
         return AdapterConfig.Load(path);
-    }
-
-    private static Graph Seeded(Graph g)
-    {
-        var k = 0L;
-        return g with { Nodes = g.Nodes.Select(n => n.OpType == "Dropout" ? n with { Attrs = n.Attrs.SetItem("seed", (object)(31 + k++)) } : n).ToImmutableArray() };
-    }
-
-    private static Dictionary<string, HostTensor> Feeds(CompiledGraph g)
-    {
-        var rng = new Random(7);
-        var weights = new RandomWeights(3);
-        var feeds = g.Weights.ToDictionary(w => w.Key, w => weights.Load(w.Key, w.Value.DType, w.Value.S.ToLongs()));
-        foreach (var t in g.Trainable) feeds[t.Key] = HostTensor.Of(Enumerable.Range(0, (int)t.Count).Select(_ => (float)(0.05 * ((2 * rng.NextDouble()) - 1))).ToArray(), t.Shape);
-        var ids = Enumerable.Range(0, 32).Select(_ => (long)rng.Next(256)).ToArray();
-        feeds["input_ids"] = HostTensor.Of(ids, 2, 16);
-        feeds["attention_mask"] = HostTensor.Of(Enumerable.Range(0, 32).Select(i => i < 27 ? 1L : 0L).ToArray(), 2, 16);
-        feeds["labels"] = HostTensor.Of(ids, 2, 16);
-        feeds[SwiGluSlotsOps.SeedInput] = HostTensor.Of([5L]);
-        return feeds;
-    }
-
-    private static Dictionary<string, HostTensor> Run(Graph g, Dictionary<string, HostTensor> feeds, bool optimize)
-    {
-        using var options = OrtRuntime.Cpu.Options();
-        if (!optimize) options.GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL;
-        using var run = new GraphRunner(OrtRuntime.Cpu, OnnxWriter.ToBytes(g), options);
-        return run.Run(feeds);
     }
 }

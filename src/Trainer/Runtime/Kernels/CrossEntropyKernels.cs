@@ -7,24 +7,23 @@ namespace MixLoRA.Trainer.Runtime.Kernels;
 /// </summary>
 internal static unsafe class CrossEntropyKernels
 {
-    private const int Int64 = 7, Threads = 512;
+    private const int Threads = 512;
 
     public static IEnumerable<KernelSpec> Specs()
     {
-        const int F = SwiGluKernels.Float;
-        yield return new("SoftmaxCrossEntropy", null, [F, Int64], 2, [F, F], (ctx, _) => CpuForward(ctx));
-        yield return new("SoftmaxCrossEntropyGrad", null, [F, Int64, F, F], 4, [F], (ctx, _) => CpuBackward(ctx));
-        foreach (var t in new[] { SwiGluKernels.BFloat16, SwiGluKernels.Float16, F })
+        const int F = KernelIO.Float;
+        yield return new("SoftmaxCrossEntropy", null, [F, KernelIO.Int64], 2, [F, F], (ctx, _) => CpuForward(ctx));
+        yield return new("SoftmaxCrossEntropyGrad", null, [F, KernelIO.Int64, F, F], 4, [F], (ctx, _) => CpuBackward(ctx));
+        foreach (var t in new[] { KernelIO.BFloat16, KernelIO.Float16, F })
         {
-            yield return new("SoftmaxCrossEntropy", SwiGluKernels.Cuda, [t, Int64], 2, [F, F], (ctx, _) => CudaForward(ctx, t));
-            yield return new("SoftmaxCrossEntropyGrad", SwiGluKernels.Cuda, [t, Int64, F, F], 4, [t], (ctx, _) => CudaBackward(ctx, t));
+            yield return new("SoftmaxCrossEntropy", KernelIO.Cuda, [t, KernelIO.Int64], 2, [F, F], (ctx, _) => CudaForward(ctx, t));
+            yield return new("SoftmaxCrossEntropyGrad", KernelIO.Cuda, [t, KernelIO.Int64, F, F], 4, [t], (ctx, _) => CudaBackward(ctx, t));
         }
     }
 
     private static (long N, long V) Sizes(nint ctx)
     {
-        var (_, x) = OrtKernelApi.TypeAndShape(OrtKernelApi.Input(ctx, 0));
-        var (_, t) = OrtKernelApi.TypeAndShape(OrtKernelApi.Input(ctx, 1));
+        var (x, t) = (KernelIO.Dims(ctx, 0), KernelIO.Dims(ctx, 1));
         if (x.Length != 2 || t.Length != 1 || t[0] != x[0]) throw new InvalidOperationException($"logits (N, V) and targets (N) expected; got ({string.Join(", ", x)}) and ({string.Join(", ", t)})");
         return (x[0], x[1]);
     }
@@ -32,9 +31,9 @@ internal static unsafe class CrossEntropyKernels
     private static void CpuForward(nint ctx)
     {
         var (n, v) = Sizes(ctx);
-        var x = (float*)SwiGluKernels.In(ctx, 0);
-        var t = (long*)SwiGluKernels.In(ctx, 1);
-        float* nll = (float*)SwiGluKernels.Out(ctx, 0, n), lse = (float*)SwiGluKernels.Out(ctx, 1, n);
+        var x = (float*)KernelIO.In(ctx, 0);
+        var t = (long*)KernelIO.In(ctx, 1);
+        float* nll = (float*)KernelIO.Out(ctx, 0, n), lse = (float*)KernelIO.Out(ctx, 1, n);
         for (long r = 0; r < n; r++)
         {
             var row = new ReadOnlySpan<float>(x + (r * v), (int)v);
@@ -50,9 +49,9 @@ internal static unsafe class CrossEntropyKernels
     private static void CpuBackward(nint ctx)
     {
         var (n, v) = Sizes(ctx);
-        float* x = (float*)SwiGluKernels.In(ctx, 0), lse = (float*)SwiGluKernels.In(ctx, 2), dnll = (float*)SwiGluKernels.In(ctx, 3);
-        var t = (long*)SwiGluKernels.In(ctx, 1);
-        var dx = (float*)SwiGluKernels.Out(ctx, 0, n, v);
+        float* x = (float*)KernelIO.In(ctx, 0), lse = (float*)KernelIO.In(ctx, 2), dnll = (float*)KernelIO.In(ctx, 3);
+        var t = (long*)KernelIO.In(ctx, 1);
+        var dx = (float*)KernelIO.Out(ctx, 0, n, v);
         for (long r = 0; r < n; r++)
         {
             var ignored = t[r] < 0 || t[r] >= v;
@@ -67,20 +66,20 @@ internal static unsafe class CrossEntropyKernels
     private static void CudaForward(nint ctx, int type)
     {
         var (n, v) = Sizes(ctx);
-        nint x = SwiGluKernels.In(ctx, 0), t = SwiGluKernels.In(ctx, 1), nll = SwiGluKernels.Out(ctx, 0, n), lse = SwiGluKernels.Out(ctx, 1, n);
+        nint x = KernelIO.In(ctx, 0), t = KernelIO.In(ctx, 1), nll = KernelIO.Out(ctx, 0, n), lse = KernelIO.Out(ctx, 1, n);
         if (n == 0) return;
         void*[] args = [&x, &t, &nll, &lse, &v];
-        CudaRtc.Launch($"softmax_ce_fwd_{SwiGluCuda.Suffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
+        CudaRtc.Launch($"softmax_ce_fwd_{KernelIO.CudaSuffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
     }
 
     private static void CudaBackward(nint ctx, int type)
     {
         var (n, v) = Sizes(ctx);
-        nint x = SwiGluKernels.In(ctx, 0), t = SwiGluKernels.In(ctx, 1), lse = SwiGluKernels.In(ctx, 2), dnll = SwiGluKernels.In(ctx, 3);
-        nint dx = SwiGluKernels.Out(ctx, 0, n, v);
+        nint x = KernelIO.In(ctx, 0), t = KernelIO.In(ctx, 1), lse = KernelIO.In(ctx, 2), dnll = KernelIO.In(ctx, 3);
+        nint dx = KernelIO.Out(ctx, 0, n, v);
         if (n == 0) return;
         void*[] args = [&x, &t, &lse, &dnll, &dx, &v];
-        CudaRtc.Launch($"softmax_ce_bwd_{SwiGluCuda.Suffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
+        CudaRtc.Launch($"softmax_ce_bwd_{KernelIO.CudaSuffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
     }
 
     /// <summary>CUDA C++ (after <see cref="SwiGluCuda.Source"/>, whose storage types and conversions it uses).</summary>

@@ -10,7 +10,10 @@ namespace MixLoRA.Trainer.Runtime.Kernels;
 internal static unsafe class CudaRtc
 {
     private static readonly Lock Gate = new();
-    private static readonly Dictionary<nint, Dictionary<string, nint>> Modules = [];
+    private static readonly Dictionary<nint, Module> Modules = [];
+
+    /// <summary>The compiled kernels in one CUDA context and the functions looked up so far.</summary>
+    private sealed record Module(nint Handle, Dictionary<string, nint> Functions);
     private static Api? _api;
 
     /// <summary>Whether NVRTC and the driver library load here (checked before fused graphs are built for CUDA).</summary>
@@ -51,19 +54,18 @@ internal static unsafe class CudaRtc
         }
         lock (Gate)
         {
-            if (!Modules.TryGetValue(ctx, out var fns)) Modules[ctx] = fns = [];
-            if (fns.TryGetValue(name, out var f)) return f;
-            var module = fns.TryGetValue("", out var m) ? m : fns[""] = Load(api);
+            if (!Modules.TryGetValue(ctx, out var module)) Modules[ctx] = module = new Module(Load(api), []);
+            if (module.Functions.TryGetValue(name, out var f)) return f;
             var text = Marshal.StringToCoTaskMemUTF8(name);
             try
             {
-                Check(api, api.ModuleGetFunction(&f, module, text), $"finding kernel {name}");
+                Check(api, api.ModuleGetFunction(&f, module.Handle, text), $"finding kernel {name}");
             }
             finally
             {
                 Marshal.FreeCoTaskMem(text);
             }
-            return fns[name] = f;
+            return module.Functions[name] = f;
         }
     }
 

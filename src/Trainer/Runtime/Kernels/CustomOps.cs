@@ -16,7 +16,10 @@ internal sealed record KernelSpec(string Name, string? Provider, int[] Inputs, i
 /// </summary>
 internal static unsafe class CustomOps
 {
-    /// <summary>struct OrtCustomOp of onnxruntime_c_api.h (version 29): a version and 25 function pointers.</summary>
+    /// <summary>
+    /// struct OrtCustomOp of onnxruntime_c_api.h (version 29): a version and 25 function pointers. The V1
+    /// CreateKernel/KernelCompute stay null: from version 16 ORT calls the V2 entries, which can return errors.
+    /// </summary>
     [StructLayout(LayoutKind.Sequential)]
     private struct OrtCustomOp
     {
@@ -55,14 +58,12 @@ internal static unsafe class CustomOps
     private static OrtCustomOp Table() => new()
     {
         Version = OrtKernelApi.Version,
-        CreateKernel = (nint)(delegate* unmanaged<nint, nint, nint, nint>)&CreateKernel,
         GetName = (nint)(delegate* unmanaged<nint, nint>)&GetName,
         GetExecutionProviderType = (nint)(delegate* unmanaged<nint, nint>)&GetProvider,
         GetInputType = (nint)(delegate* unmanaged<nint, nuint, int>)&GetInputType,
         GetInputTypeCount = (nint)(delegate* unmanaged<nint, nuint>)&GetInputCount,
         GetOutputType = (nint)(delegate* unmanaged<nint, nuint, int>)&GetOutputType,
         GetOutputTypeCount = (nint)(delegate* unmanaged<nint, nuint>)&GetOutputCount,
-        KernelCompute = (nint)(delegate* unmanaged<nint, nint, void>)&Compute,
         KernelDestroy = (nint)(delegate* unmanaged<nint, void>)&Destroy,
         GetInputCharacteristic = (nint)(delegate* unmanaged<nint, nuint, int>)&InputCharacteristic,
         GetOutputCharacteristic = (nint)(delegate* unmanaged<nint, nuint, int>)&Required,
@@ -87,8 +88,6 @@ internal static unsafe class CustomOps
         GCHandle.ToIntPtr(GCHandle.Alloc(new Kernel(Spec(op), new NodeAttrs(OrtKernelApi.AttributeFloat(info, "ratio", 0), OrtKernelApi.AttributeInt(info, "salt", 0)))));
 
     private static Kernel Of(nint kernel) => (Kernel)GCHandle.FromIntPtr(kernel).Target!;
-
-    [UnmanagedCallersOnly] private static nint CreateKernel(nint op, nint api, nint info) => NewKernel(op, info);
 
     [UnmanagedCallersOnly]
     private static nint CreateKernelV2(nint op, nint api, nint info, nint* kernel)
@@ -125,9 +124,6 @@ internal static unsafe class CustomOps
     }
 
     [UnmanagedCallersOnly] private static void ReleasePairs(int* inputs, int* outputs) { }
-
-    // only reached by an ORT that ignores KernelComputeV2; errors cannot be returned from here
-    [UnmanagedCallersOnly] private static void Compute(nint kernel, nint ctx) => Of(kernel).Spec.Compute(ctx, Of(kernel).Attrs);
 
     [UnmanagedCallersOnly]
     private static nint ComputeV2(nint kernel, nint ctx)

@@ -130,31 +130,19 @@ internal static unsafe class OrtKernelApi
     }
 
     /// <summary>A node's float attribute, or <paramref name="fallback"/> when it has none.</summary>
-    public static float AttributeFloat(nint info, string name, float fallback)
-    {
-        var text = Marshal.StringToCoTaskMemUTF8(name);
-        try
-        {
-            float v;
-            var status = ((delegate* unmanaged<nint, nint, float*, nint>)Fn(AttributeFloatAt))(info, text, &v);
-            if (status == 0) return v;
-            ((delegate* unmanaged<nint, void>)Fn(ReleaseStatusAt))(status);
-            return fallback;
-        }
-        finally
-        {
-            Marshal.FreeCoTaskMem(text);
-        }
-    }
+    public static float AttributeFloat(nint info, string name, float fallback) => Attribute(AttributeFloatAt, info, name, fallback);
 
     /// <summary>A node's int attribute, or <paramref name="fallback"/> when it has none.</summary>
-    public static long AttributeInt(nint info, string name, long fallback)
+    public static long AttributeInt(nint info, string name, long fallback) => Attribute(AttributeInt64At, info, name, fallback);
+
+    /// <summary>KernelInfoGetAttribute_float / _int64 (entry <paramref name="at"/>); a missing attribute's status is released.</summary>
+    private static T Attribute<T>(int at, nint info, string name, T fallback) where T : unmanaged
     {
         var text = Marshal.StringToCoTaskMemUTF8(name);
         try
         {
-            long v;
-            var status = ((delegate* unmanaged<nint, nint, long*, nint>)Fn(AttributeInt64At))(info, text, &v);
+            T v;
+            var status = ((delegate* unmanaged<nint, nint, T*, nint>)Fn(at))(info, text, &v);
             if (status == 0) return v;
             ((delegate* unmanaged<nint, void>)Fn(ReleaseStatusAt))(status);
             return fallback;

@@ -12,9 +12,9 @@ internal static unsafe class SwiGluCpu
     {
         var (n, k, f) = SwiGluKernels.Sizes(ctx);
         var drop = Dropout.Of(SwiGluKernels.Seed(ctx, 5, a), a);
-        var p = new Ptrs(SwiGluKernels.In(ctx, 0), SwiGluKernels.In(ctx, 1), SwiGluKernels.In(ctx, 2), SwiGluKernels.In(ctx, 3), SwiGluKernels.In(ctx, 4));
-        var h = (float*)SwiGluKernels.Out(ctx, 0, n, k, f);
-        var m = (float*)SwiGluKernels.Out(ctx, 1, n, f);
+        var p = new Ptrs(KernelIO.In(ctx, 0), KernelIO.In(ctx, 1), KernelIO.In(ctx, 2), KernelIO.In(ctx, 3), KernelIO.In(ctx, 4));
+        var h = (float*)KernelIO.Out(ctx, 0, n, k, f);
+        var m = (float*)KernelIO.Out(ctx, 1, n, f);
         Run(n, k * f, t => ForwardToken(p, h, m, t, (int)k, f, drop));
     }
 
@@ -22,11 +22,11 @@ internal static unsafe class SwiGluCpu
     {
         var (n, k, f) = SwiGluKernels.Sizes(ctx);
         var drop = Dropout.Of(SwiGluKernels.Seed(ctx, 7, a), a);
-        var p = new Ptrs(SwiGluKernels.In(ctx, 0), SwiGluKernels.In(ctx, 1), SwiGluKernels.In(ctx, 2), SwiGluKernels.In(ctx, 3), SwiGluKernels.In(ctx, 4));
-        var dm = (float*)SwiGluKernels.Optional(ctx, 5, "dM", n, f);
-        var dh = (float*)SwiGluKernels.Optional(ctx, 6, "dH", n, k, f);
-        var o = new Ptrs(SwiGluKernels.Out(ctx, 2, n, f), SwiGluKernels.Out(ctx, 3, n, f), SwiGluKernels.Out(ctx, 0, n, k, f),
-            SwiGluKernels.Out(ctx, 1, n, k, f), SwiGluKernels.Out(ctx, 4, n, k));                // laid out like the inputs they are for
+        var p = new Ptrs(KernelIO.In(ctx, 0), KernelIO.In(ctx, 1), KernelIO.In(ctx, 2), KernelIO.In(ctx, 3), KernelIO.In(ctx, 4));
+        var dm = (float*)KernelIO.Optional(ctx, 5, "dM", n, f);
+        var dh = (float*)KernelIO.Optional(ctx, 6, "dH", n, k, f);
+        var o = new Ptrs(KernelIO.Out(ctx, 2, n, f), KernelIO.Out(ctx, 3, n, f), KernelIO.Out(ctx, 0, n, k, f),
+            KernelIO.Out(ctx, 1, n, k, f), KernelIO.Out(ctx, 4, n, k));                // laid out like the inputs they are for
         Run(n, k * f, t => BackwardToken(p, dm, dh, o, t, (int)k, f, drop));
     }
 

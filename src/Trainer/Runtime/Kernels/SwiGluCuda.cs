@@ -14,35 +14,27 @@ internal static unsafe class SwiGluCuda
     public static void Forward(nint ctx, NodeAttrs a, int type)
     {
         var (n, k, f) = SwiGluKernels.Sizes(ctx);
-        nint g = SwiGluKernels.In(ctx, 0), u = SwiGluKernels.In(ctx, 1), dg = SwiGluKernels.In(ctx, 2), du = SwiGluKernels.In(ctx, 3), w = SwiGluKernels.In(ctx, 4);
-        nint h = SwiGluKernels.Out(ctx, 0, n, k, f), m = SwiGluKernels.Out(ctx, 1, n, f), seed = SwiGluKernels.Seed(ctx, 5, a);
+        nint g = KernelIO.In(ctx, 0), u = KernelIO.In(ctx, 1), dg = KernelIO.In(ctx, 2), du = KernelIO.In(ctx, 3), w = KernelIO.In(ctx, 4);
+        nint h = KernelIO.Out(ctx, 0, n, k, f), m = KernelIO.Out(ctx, 1, n, f), seed = SwiGluKernels.Seed(ctx, 5, a);
         if (n == 0) return;
         var (ki, ratio, salt) = ((int)k, a.Ratio, a.Salt);
         void*[] args = [&g, &u, &dg, &du, &w, &h, &m, &ki, &f, &seed, &ratio, &salt];
-        CudaRtc.Launch($"swiglu_slots_fwd_{Suffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
+        CudaRtc.Launch($"swiglu_slots_fwd_{KernelIO.CudaSuffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
     }
 
     public static void Backward(nint ctx, NodeAttrs a, int type)
     {
         var (n, k, f) = SwiGluKernels.Sizes(ctx);
-        nint g = SwiGluKernels.In(ctx, 0), u = SwiGluKernels.In(ctx, 1), dg = SwiGluKernels.In(ctx, 2), du = SwiGluKernels.In(ctx, 3), w = SwiGluKernels.In(ctx, 4);
-        nint dm = SwiGluKernels.Optional(ctx, 5, "dM", n, f), dh = SwiGluKernels.Optional(ctx, 6, "dH", n, k, f);
-        nint ddg = SwiGluKernels.Out(ctx, 0, n, k, f), ddu = SwiGluKernels.Out(ctx, 1, n, k, f);
-        nint dgs = SwiGluKernels.Out(ctx, 2, n, f), dus = SwiGluKernels.Out(ctx, 3, n, f), dw = SwiGluKernels.Out(ctx, 4, n, k);
+        nint g = KernelIO.In(ctx, 0), u = KernelIO.In(ctx, 1), dg = KernelIO.In(ctx, 2), du = KernelIO.In(ctx, 3), w = KernelIO.In(ctx, 4);
+        nint dm = KernelIO.Optional(ctx, 5, "dM", n, f), dh = KernelIO.Optional(ctx, 6, "dH", n, k, f);
+        nint ddg = KernelIO.Out(ctx, 0, n, k, f), ddu = KernelIO.Out(ctx, 1, n, k, f);
+        nint dgs = KernelIO.Out(ctx, 2, n, f), dus = KernelIO.Out(ctx, 3, n, f), dw = KernelIO.Out(ctx, 4, n, k);
         nint seed = SwiGluKernels.Seed(ctx, 7, a);
         if (n == 0) return;
         var (ki, ratio, salt) = ((int)k, a.Ratio, a.Salt);
         void*[] args = [&g, &u, &dg, &du, &w, &dm, &dh, &ddg, &ddu, &dgs, &dus, &dw, &ki, &f, &seed, &ratio, &salt];
-        CudaRtc.Launch($"swiglu_slots_bwd_{Suffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
+        CudaRtc.Launch($"swiglu_slots_bwd_{KernelIO.CudaSuffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
     }
-
-    public static string Suffix(int type) => type switch
-    {
-        SwiGluKernels.BFloat16 => "bf16",
-        SwiGluKernels.Float16 => "f16",
-        SwiGluKernels.Float => "f32",
-        _ => throw new InvalidOperationException($"no CUDA SwiGluSlots kernel for element type {type}"),
-    };
 
     /// <summary>CUDA C++ for NVRTC: storage types with their own float conversions (round to nearest even).</summary>
     public const string Source = """

@@ -1,5 +1,3 @@
-using MixLoRA.GraphBuilder.IR;
-
 namespace MixLoRA.Trainer.Runtime.Kernels;
 
 /// <summary>
@@ -9,8 +7,8 @@ namespace MixLoRA.Trainer.Runtime.Kernels;
 /// </summary>
 internal static class SwiGluKernels
 {
-    public const int Float = 1, Float16 = 10, BFloat16 = 16, Int64 = 7;
-    public const string Cuda = "CUDAExecutionProvider";
+    private const int Float = KernelIO.Float, Float16 = KernelIO.Float16, BFloat16 = KernelIO.BFloat16, Int64 = KernelIO.Int64;
+    private const string Cuda = KernelIO.Cuda;
 
     public static IEnumerable<KernelSpec> Specs()
     {
@@ -41,42 +39,14 @@ internal static class SwiGluKernels
     /// <summary>N, K, F of a call, checked against every input's shape.</summary>
     public static (long N, long K, long F) Sizes(nint ctx)
     {
-        var (_, dg) = OrtKernelApi.TypeAndShape(OrtKernelApi.Input(ctx, 2));
+        var dg = KernelIO.Dims(ctx, 2);
         if (dg.Length != 3) throw new InvalidOperationException($"DG must be (N, K, F); got ({string.Join(", ", dg)})");
         var (n, k, f) = (dg[0], dg[1], dg[2]);
-        Expect(ctx, 0, "G", n, f);
-        Expect(ctx, 1, "U", n, f);
-        Expect(ctx, 3, "DU", n, k, f);
-        Expect(ctx, 4, "W", n, k);
+        KernelIO.Expect(ctx, 0, "G", n, f);
+        KernelIO.Expect(ctx, 1, "U", n, f);
+        KernelIO.Expect(ctx, 3, "DU", n, k, f);
+        KernelIO.Expect(ctx, 4, "W", n, k);
         if (k > GraphBuilder.Ops.SwiGluSlotsOps.MaxSlots) throw new InvalidOperationException($"at most {GraphBuilder.Ops.SwiGluSlotsOps.MaxSlots} slots per token; got K = {k}");
         return (n, k, f);
     }
-
-    private static void Expect(nint ctx, int i, string name, params long[] dims)
-    {
-        var (_, shape) = OrtKernelApi.TypeAndShape(OrtKernelApi.Input(ctx, i));
-        if (!shape.SequenceEqual(dims)) throw new InvalidOperationException($"{name} must be ({string.Join(", ", dims)}); got ({string.Join(", ", shape)})");
-    }
-
-    /// <summary>The optional input i (dM or dH) when present, checked against its shape.</summary>
-    public static nint Optional(nint ctx, int i, string name, params long[] dims)
-    {
-        if (i >= OrtKernelApi.InputCount(ctx)) return 0;
-        var v = OrtKernelApi.Input(ctx, i);
-        if (v == 0) return 0;
-        Expect(ctx, i, name, dims);
-        return OrtKernelApi.Data(v);
-    }
-
-    public static nint In(nint ctx, int i) => OrtKernelApi.Data(OrtKernelApi.Input(ctx, i));
-
-    public static nint Out(nint ctx, int i, params long[] dims) => OrtKernelApi.Data(OrtKernelApi.Output(ctx, i, dims));
-
-    public static DType DTypeOf(int onnxType) => onnxType switch
-    {
-        Float => DType.Float32,
-        Float16 => DType.Float16,
-        BFloat16 => DType.BFloat16,
-        _ => throw new InvalidOperationException($"no SwiGluSlots kernel for element type {onnxType}"),
-    };
 }
