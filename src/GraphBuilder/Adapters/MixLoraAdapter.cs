@@ -21,9 +21,9 @@ public sealed class AdapterGraph : IAdapter
     private Value? _tokenMask;
 
     /// <param name="training">bool scalar input enabling dropout, or null for graphs that never train.</param>
-    /// <param name="fusedKernels">emit MixLoRA's expert activations as the fused <see cref="Ops.SwiGluSlotsOps"/> ops
-    /// (only for graphs run by the trainer's runtime, on a device with kernels for <paramref name="compute"/>).</param>
-    public AdapterGraph(AdapterConfig cfg, DType compute, Value? training, bool fusedKernels = false)
+    /// <param name="fusedKernels">the fused ops MixLoRA's experts may use (<see cref="FusedOps"/>; only for graphs run by
+    /// the trainer's runtime, on a device with kernels for <paramref name="compute"/>).</param>
+    public AdapterGraph(AdapterConfig cfg, DType compute, Value? training, FusedOps fusedKernels = FusedOps.None)
     {
         (_cfg, _compute, _training) = (cfg, compute, training);
         if (cfg.IsMixLora) _moe = new MoeBlock(cfg, Params, compute, training, fusedKernels);

@@ -19,13 +19,18 @@ namespace MixLoRA.GraphBuilder.Adapters;
 ///    ├─ U = W3 x ──┘        ↑ masked x A*ᵀ B*ᵀ           └─ Σ_j w_j s B2_e A2_e h_j ─┘
 /// </code>
 /// With fused kernels (graphs for the trainer's runtime), act(G + ΔG_j) ⊙ (U + ΔU_j) and Σ_j w_j h_j are one
-/// <see cref="SwiGluSlotsOps"/> node each way instead of the broadcasts, activation and slot sum above.
+/// <see cref="SwiGluSlotsOps"/> node each way instead of the broadcasts, activation and slot sum above; with
+/// <see cref="FusedOps.SlotLora"/> each slot's s B_e A_e v is one <see cref="SlotLoraOps"/> node that reads only its
+/// expert's R-blocks instead of the mask and the GEMM over all E·R rank columns.
 /// </summary>
-/// <param name="fused">emit the expert activations as the fused <see cref="SwiGluSlotsOps"/> kernels where they apply
-/// (SiLU, gate and up targeted, no DoRA); the caller sets it only where the runtime has kernels for <paramref name="compute"/>.</param>
-internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType compute, Value? training, bool fused = false)
+/// <param name="fused">the fused ops to emit where they apply (SwiGluSlots: SiLU, gate and up targeted, no DoRA; SlotLora:
+/// no DoRA, float32); the caller sets only those the runtime has kernels for in <paramref name="compute"/>.</param>
+internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType compute, Value? training, FusedOps fused = FusedOps.None)
 {
     private LoraSettings S => cfg.Experts;
+
+    /// <summary>Each slot's expert LoRA as SlotLora nodes instead of the rank-space mask (<see cref="FusedOps.SlotLora"/>).</summary>
+    private bool PerSlot => fused.HasFlag(FusedOps.SlotLora) && !S.UseDora && compute == DType.Float32;
 
     public (Value Out, Routing Routing) Build(Builder b, MlpSite site, Value x)
     {
@@ -34,7 +39,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var gate = trainables.Get(b, new TrainableTensor($"{Key(site.Layer)}.moe_gate.weight", [e, d], Init.Gaussian, cfg.RouterInitRange), DType.Float32);
         var routing = Router.Route(b, x, gate, cfg);
         var slots = routing.Experts.S[-1].Value;                                          // K (or E for dynamic)
-        var mask = BlockMask(b, routing.Experts, e, S.R, S.Scaling);                      // (N, K, E·R), 0 or s
+        var mask = PerSlot ? routing.Experts : BlockMask(b, routing.Experts, e, S.R, S.Scaling);   // (N, K) experts, or (N, K, E·R) 0 or s
         Value Activate(Value v) => cfg.ActFn is null ? site.Act(v) : b.Act(cfg.ActFn, v);
 
         if (Fusable(site, slots))
@@ -64,7 +69,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
 
     /// <summary>Whether the fused kernels compute this block: SiLU experts on gate and up, without DoRA, ≤ 8 slots.</summary>
     private bool Fusable(MlpSite site, long slots) =>
-        fused && compute != DType.Float64 && !S.UseDora && cfg.Targets("gate_proj") && cfg.Targets("up_proj") && slots <= SwiGluSlotsOps.MaxSlots
+        fused.HasFlag(FusedOps.SwiGluSlots) && compute != DType.Float64 && !S.UseDora && cfg.Targets("gate_proj") && cfg.Targets("up_proj") && slots <= SwiGluSlotsOps.MaxSlots
         && (cfg.ActFn ?? site.ActName) is "silu" or "swish";
 
     /// <summary>
@@ -75,6 +80,12 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
     {
         var y = site.Frozen("down_proj", mixed);                                          // (N, D)
         if (!cfg.Targets("down_proj")) return y;
+        if (PerSlot)
+        {
+            var hd = dropped ? h : LoraLayer.Dropout(b, h, S.LoraDropout, training);             // (N, K, F)
+            var delta = SlotDelta(b, site.Layer, "down_proj", hd, mask, site.Intermediate, site.Hidden);   // (N, K, D)
+            return b.Add(y, b.Squeeze(b.SumSlices(b.Mul(delta, w), 1, slots), 1));           // (N, D)
+        }
         var z = DownRank(b, site.Layer, h, site.Intermediate, slots, dropped);           // (N, K, E·R)
         var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", cfg.NumExperts, site.Hidden, S.R, axis: 1);   // (D, E·R)
         var zw = b.Squeeze(b.SumSlices(b.Mul(b.Mul(z, mask), w), 1, slots), 1);          // (N, E·R)
@@ -144,10 +155,14 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         return b.Mul(x, b.Where(training, noise, b.Scalar(1, x.DType)));
     }
 
-    /// <summary>B*ᵀ(mask ⊙ A* x) for every slot (s is in the mask): (N, K, F), or null when the projection is not targeted.</summary>
+    /// <summary>
+    /// B*ᵀ(mask ⊙ A* x) for every slot (s is in the mask): (N, K, F), or null when the projection is not targeted;
+    /// with <see cref="PerSlot"/> the mask is the (N, K) experts and each slot reads only its expert's blocks.
+    /// </summary>
     private Value? Delta(Builder b, int layer, string module, Value x, Value mask, long inF, long outF)
     {
         if (!cfg.Targets(module)) return null;
+        if (PerSlot) return SlotDelta(b, layer, module, LoraLayer.Dropout(b, x, S.LoraDropout, training), mask, inF, outF);
         var e = cfg.NumExperts;
         var a = Stacked(b, layer, module, "lora_A", e, inF, S.R, axis: 0);                // (E·R, in)
         var bw = Stacked(b, layer, module, "lora_B", e, outF, S.R, axis: 1);              // (out, E·R)
@@ -156,6 +171,14 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var slots = mask.S[1].Value;
         var delta = b.Linear(b.Reshape(zm, -1, e * S.R), bw);                             // (N·K, out)
         return b.Reshape(delta, -1, slots, outF);                                         // (N, K, out) (s is in the mask)
+    }
+
+    /// <summary>s B_e A_e v for each slot's expert e (<paramref name="experts"/> (N, K)): (N, K, out), v (N, in) or (N, K, in).</summary>
+    private Value SlotDelta(Builder b, int layer, string module, Value v, Value experts, long inF, long outF)
+    {
+        var a = Stacked(b, layer, module, "lora_A", cfg.NumExperts, inF, S.R, axis: 0);    // (E·R, in)
+        var bw = Stacked(b, layer, module, "lora_B", cfg.NumExperts, outF, S.R, axis: 1);   // (out, E·R)
+        return b.SlotLora(v, a, bw, experts, S.R, S.Scaling);                              // (N, K, out)
     }
 
     /// <summary>

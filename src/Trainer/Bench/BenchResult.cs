@@ -23,8 +23,8 @@ public sealed record BenchResult
     public required double Dropout { get; init; }
     public required string GradientCheckpointing { get; init; }
 
-    /// <summary>MixLoRA's expert activations ran as the fused kernels.</summary>
-    public bool FusedKernels { get; init; }
+    /// <summary>The com.mixlora fused kernels the graphs used (<see cref="GraphBuilder.Ops.FusedOps"/> names; empty: none).</summary>
+    public IReadOnlyList<string> FusedKernels { get; init; } = [];
     public required int WarmupSteps { get; init; }
     public required int Steps { get; init; }
     public required long TokensPerStep { get; init; }
@@ -59,7 +59,7 @@ public sealed record BenchResult
             ["top_k"] = TopK,
             ["dropout"] = Dropout,
             ["gradient_checkpointing"] = GradientCheckpointing,
-            ["fused_kernels"] = FusedKernels,
+            ["fused_kernels"] = new JsonArray(FusedKernels.Select(k => (JsonNode?)k).ToArray()),
             ["warmup_steps"] = WarmupSteps,
             ["steps"] = Steps,
             ["tokens_per_step"] = TokensPerStep,

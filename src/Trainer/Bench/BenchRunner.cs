@@ -30,7 +30,7 @@ public static class BenchRunner
         var dtype = o.DType ?? (o.Device == Device.Cpu ? DType.Float32 : DType.BFloat16);
         Check(o, seq, batch, dtype);
         var adapter = BenchModels.Adapter(o.Adapter);
-        var fused = o.FusedKernels && FusedKernels.Available(o.Device, dtype, log);
+        var fused = FusedKernels.For(o.FusedKernels, o.Device, dtype, log);
         var spec = new TrainSpec(preset.Model, adapter, new Shapes(batch, seq), dtype, dtype, Checkpointing: o.GradientCheckpointing, FusedKernels: fused);
         var grad = TrainGraphs.GradStep(spec);
         var bytes = OnnxWriter.ToBytes(grad.Graph);
@@ -73,7 +73,7 @@ public static class BenchRunner
             deviceBytes = runner.DeviceBytes;
         }
         if (o.Profile != null) ProfileSummary.Report(o.Profile, log);
-        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with { FusedKernels = fused };
+        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with { FusedKernels = FusedKernels.Names(fused) };
     }
 
     private static void Check(BenchOptions o, int seq, int batch, DType dtype)

@@ -5,6 +5,7 @@ using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.GraphBuilder.Onnx;
+using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.Trainer.Runtime;
 
 namespace MixLoRA.Trainer.Training;
@@ -29,7 +30,7 @@ public static class ArtifactsBuilder
         Fail.If(o.MicroBatch < 1, $"--micro-batch-size {o.MicroBatch} must be positive", "use 1 or more");
         Fail.If(o.Device == Device.Cpu && o.DType != DType.Float32, $"--dtype {o.DType.Name()} on the CPU", "the CPU provider computes in float32: use --dtype float32, or --device cuda");
         Directory.CreateDirectory(o.OutDir);
-        var fused = o.FusedKernels && Runtime.Kernels.FusedKernels.Available(o.Device, o.DType, log);
+        var fused = Runtime.Kernels.FusedKernels.For(o.FusedKernels, o.Device, o.DType, log);
         var spec = new TrainSpec(cfg, adapterCfg, new Shapes(o.MicroBatch, o.SeqLen), o.DType, o.DType, Checkpointing: o.Checkpointing, FusedKernels: fused);
         var graphs = new Dictionary<string, CompiledGraph>
         {
@@ -74,7 +75,8 @@ public static class ArtifactsBuilder
             ComputeDType = spec.Compute.Name(),
             Device = device.ToString().ToLowerInvariant(),
             Accumulate = graphs.ContainsKey("grad_accum_step"),
-            FusedKernels = spec.FusedKernels,
+            FusedKernels = spec.FusedKernels != FusedOps.None,
+            FusedOps = Runtime.Kernels.FusedKernels.Names(spec.FusedKernels),
             Graphs = graphs.ToDictionary(p => p.Key, p => new GraphSpec(p.Key + ".onnx", p.Value.Graph.Inputs.Select(Spec).ToArray(), p.Value.Graph.Outputs.Select(Spec).ToArray())),
             Trainable = grad.Trainable.Select(t => new TensorSpec(t.Key, "float32", t.Shape)).ToArray(),
             Weights = grad.Weights.Values.Select(Spec).ToArray(),

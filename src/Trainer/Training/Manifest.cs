@@ -33,6 +33,9 @@ public sealed record Manifest
 
     /// <summary>The graphs use the trainer's com.mixlora kernels (they run only in this trainer's runtime).</summary>
     public bool FusedKernels { get; init; }
+
+    /// <summary>Which of them (<see cref="GraphBuilder.Ops.FusedOps"/> names).</summary>
+    public IReadOnlyList<string> FusedOps { get; init; } = [];
     public string AdapterDir { get; init; } = "adapter_init";
     public required IReadOnlyDictionary<string, GraphSpec> Graphs { get; init; }
     public required IReadOnlyList<TensorSpec> Trainable { get; init; }

@@ -11,35 +11,44 @@ using MixLoRA.Trainer.Tests.Model;
 namespace MixLoRA.Trainer.Tests.Training;
 
 /// <summary>
-/// The fused kernels (TrainSpec.FusedKernels: com.mixlora.SwiGluSlots and SoftmaxCrossEntropy, CPU kernels) against the
-/// graph composed from ONNX ops: the same loss and gradients for every routing strategy and target set.
+/// The fused kernels (TrainSpec.FusedKernels: com.mixlora.SwiGluSlots, SlotLora and SoftmaxCrossEntropy, CPU kernels) against
+/// the graph composed from ONNX ops: the same loss and gradients for every routing strategy, target set and kernel subset
+/// (All is the CPU's set, SwiGluSlots + CrossEntropy the GPU's).
 /// The op's own rule is checked against finite differences in the catalog tests.
 /// </summary>
 [TestClass]
 public sealed class FusedKernelTests
 {
     [TestMethod]
-    [DataRow("mixlora", 2, "gate_proj,up_proj,down_proj", 0.0)]
-    [DataRow("mixlora", 3, "q_proj,v_proj,gate_proj,up_proj,down_proj", 0.0)]
-    [DataRow("mixlora", 2, "gate_proj,up_proj", 0.0)]
-    [DataRow("mixlora-dynamic", 0, "gate_proj,up_proj,down_proj", 0.0)]
-    public void FusedGraphGivesTheComposedGradients(string strategy, int topK, string targets, double dropout)
+    [DataRow("mixlora", 2, "gate_proj,up_proj,down_proj", FusedOps.All)]
+    [DataRow("mixlora", 2, "gate_proj,up_proj,down_proj", FusedOps.SwiGluSlots | FusedOps.CrossEntropy)]
+    [DataRow("mixlora", 2, "gate_proj,up_proj,down_proj", FusedOps.SlotLora)]
+    [DataRow("mixlora", 3, "q_proj,v_proj,gate_proj,up_proj,down_proj", FusedOps.All)]
+    [DataRow("mixlora", 2, "gate_proj,up_proj", FusedOps.All)]
+    [DataRow("mixlora", 2, "up_proj,down_proj", FusedOps.All)]
+    [DataRow("mixlora-dynamic", 0, "gate_proj,up_proj,down_proj", FusedOps.All)]
+    [DataRow("mixlora-dynamic", 0, "gate_proj,up_proj,down_proj", FusedOps.SwiGluSlots | FusedOps.CrossEntropy)]
+    public void FusedGraphGivesTheComposedGradients(string strategy, int topK, string targets, FusedOps ops)
     {
-        var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), Config(strategy, topK, targets.Split(','), dropout),
+        var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), Config(strategy, topK, targets.Split(','), 0),
             new Shapes(2, 16), DType.Float32, DType.Float32);
         var composed = TrainGraphs.GradStep(spec);
-        var fused = TrainGraphs.GradStep(spec with { FusedKernels = true });
+        var fused = TrainGraphs.GradStep(spec with { FusedKernels = ops });
+        int Count(string op) => fused.Graph.Nodes.Count(n => n.OpType == op);
+        var mlp = targets.Split(',').Count(t => t.EndsWith("_proj", StringComparison.Ordinal) && t is "gate_proj" or "up_proj" or "down_proj");
+        var swiglu = ops.HasFlag(FusedOps.SwiGluSlots) && targets.Contains("gate_proj") && targets.Contains("up_proj");
         Assert.AreEqual(0, composed.Graph.Nodes.Count(n => n.Domain == "com.mixlora"));
-        Assert.AreEqual(2, fused.Graph.Nodes.Count(n => n.OpType == "SwiGluSlots"), "one per layer");
-        Assert.AreEqual(2, fused.Graph.Nodes.Count(n => n.OpType == "SwiGluSlotsGrad"));
-        Assert.AreEqual(1, fused.Graph.Nodes.Count(n => n.OpType == "SoftmaxCrossEntropy"), "the loss");
+        Assert.AreEqual(swiglu ? 2 : 0, Count("SwiGluSlots"), "one per layer");
+        Assert.AreEqual(swiglu ? 2 : 0, Count("SwiGluSlotsGrad"));
+        Assert.AreEqual(ops.HasFlag(FusedOps.SlotLora) ? 2 * mlp : 0, Count("SlotLora"), "one per layer and expert projection");
+        Assert.AreEqual(ops.HasFlag(FusedOps.SlotLora) ? 2 * mlp : 0, Count("SlotLoraGrad"));
+        Assert.AreEqual(ops.HasFlag(FusedOps.CrossEntropy) ? 1 : 0, Count("SoftmaxCrossEntropy"), "the loss");
         Assert.IsLessThan(composed.Graph.Nodes.Length, fused.Graph.Nodes.Length);
 
         // without dropout: the fused kernel draws its own masks (FusedDropout* below)
-        var optimize = dropout == 0;
         var feeds = GradStepHarness.Feeds(fused, 7, 27);
-        var want = GradStepHarness.Run(GradStepHarness.Seeded(composed.Graph, 31), feeds, optimize);
-        var got = GradStepHarness.Run(GradStepHarness.Seeded(fused.Graph, 31), feeds, optimize);
+        var want = GradStepHarness.Run(GradStepHarness.Seeded(composed.Graph, 31), feeds, optimize: true);
+        var got = GradStepHarness.Run(GradStepHarness.Seeded(fused.Graph, 31), feeds, optimize: true);
         Assert.AreEqual(want["loss"].Scalar(), got["loss"].Scalar(), 2e-6);
         Assert.AreEqual(want["aux_loss"].Scalar(), got["aux_loss"].Scalar(), 1e-7);
         var grads = want.Keys.Where(k => k.EndsWith(".grad", StringComparison.Ordinal)).ToArray();
@@ -77,10 +86,29 @@ public sealed class FusedKernelTests
     }
 
     [TestMethod]
+    public void IntegerDropoutTestIsTheFloatOne()
+    {
+        // the CPU kernel compares Bits ≥ Threshold(ratio); Keep (and the CUDA kernels) compare Bits·2⁻²⁴ ≥ (float)ratio
+        var rnd = new Random(5);
+        double[] ratios = [0.05, 0.1, 0.2, 0.25, 1.0 / 3, 0.5, 0.9, 1e-7, 0.999999, .. Enumerable.Range(0, 50).Select(_ => rnd.NextDouble())];
+        foreach (var ratio in ratios)
+        {
+            var t = SwiGluSlotsOps.Threshold(ratio);
+            foreach (var q in new ulong[] { t - 2, t - 1, t, t + 1, t + 2, 0, (1 << 24) - 1 })
+            {
+                if (q >= 1 << 24) continue;
+                Assert.AreEqual((float)q * (1f / 16777216f) >= (float)ratio, q >= t, $"ratio {ratio}, bits {q}");
+            }
+        }
+        var start = SwiGluSlotsOps.Start(11, 3);
+        for (long i = 0; i < 20000; i++) Assert.AreEqual(SwiGluSlotsOps.Keep(11, 3, i, 0.3), SwiGluSlotsOps.Bits(start, i) >= SwiGluSlotsOps.Threshold(0.3));
+    }
+
+    [TestMethod]
     public void CheckpointingReplaysTheFusedDropout()
     {
         var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), Config("mixlora", 2, ["q_proj", "gate_proj", "up_proj", "down_proj"], 0.2),
-            new Shapes(2, 16), DType.Float32, DType.Float32, FusedKernels: true);
+            new Shapes(2, 16), DType.Float32, DType.Float32, FusedKernels: FusedOps.All);
         var stored = TrainGraphs.GradStep(spec);
         var recomputed = TrainGraphs.GradStep(spec with { Checkpointing = true });
         Assert.IsTrue(stored.Graph.Inputs.Any(i => i.Name == SwiGluSlotsOps.SeedInput), "the grad step takes the dropout seed");
@@ -101,8 +129,9 @@ public sealed class FusedKernelTests
         var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), BenchModels.Adapter(new AdapterChoice("lora", Dropout: 0)),
             new Shapes(2, 16), DType.Float32, DType.Float32);
         var composed = TrainGraphs.GradStep(spec);
-        var fused = TrainGraphs.GradStep(spec with { FusedKernels = true });
+        var fused = TrainGraphs.GradStep(spec with { FusedKernels = FusedOps.All });
         Assert.AreEqual(1, fused.Graph.Nodes.Count(n => n.OpType == "SoftmaxCrossEntropyGrad"));
+        Assert.AreEqual(0, fused.Graph.Nodes.Count(n => n.OpType.StartsWith("SwiGlu", StringComparison.Ordinal) || n.OpType.StartsWith("SlotLora", StringComparison.Ordinal)));
         var feeds = GradStepHarness.Feeds(fused, 7, 27);
         var want = GradStepHarness.Run(composed.Graph, feeds, optimize: true);
         var got = GradStepHarness.Run(fused.Graph, feeds, optimize: true);
@@ -112,26 +141,31 @@ public sealed class FusedKernelTests
     }
 
     [TestMethod]
-    public void CpuGraphsStayComposedByDefault()
+    public void EachDeviceGetsTheKernelsItHas()
     {
-        Assert.IsFalse(FusedKernels.Available(Device.Cpu, DType.Float32), "ORT's CPU kernels are faster than the C# ones");
-        Assert.IsFalse(FusedKernels.Available(Device.Cuda, DType.Float64), "no float64 CUDA kernels");
+        Assert.AreEqual(FusedOps.All, FusedKernels.For(true, Device.Cpu, DType.Float32), "float32 C# kernels for all three");
+        Assert.AreEqual(FusedOps.None, FusedKernels.For(false, Device.Cpu, DType.Float32), "--no-fused-kernels");
+        Assert.AreEqual(FusedOps.None, FusedKernels.For(true, Device.Cpu, DType.Float64), "no float64 kernels");
+        Assert.AreEqual(FusedOps.None, FusedKernels.For(true, Device.Cuda, DType.Float64), "no float64 CUDA kernels");
+        CollectionAssert.AreEqual(new[] { "SwiGluSlots", "CrossEntropy", "SlotLora" }, FusedKernels.Names(FusedOps.All));
+        Assert.IsEmpty(FusedKernels.Names(FusedOps.None));
     }
 
     [TestMethod]
     public void DoraExpertsStayComposed()
     {
         var cfg = Config("mixlora", 2, ["gate_proj", "up_proj", "down_proj"], 0, dora: true);
-        var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, FusedKernels: true));
-        Assert.AreEqual(0, g.Graph.Nodes.Count(n => n.OpType.StartsWith("SwiGlu", StringComparison.Ordinal)), "DoRA scales each slot's projections: not the fused op's math");
+        var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, FusedKernels: FusedOps.All));
+        Assert.AreEqual(0, g.Graph.Nodes.Count(n => n.Domain == "com.mixlora" && n.OpType != "SoftmaxCrossEntropy" && n.OpType != "SoftmaxCrossEntropyGrad"), "DoRA scales each slot's projections: not the fused ops' math");
     }
 
     [TestMethod]
     public void MoreSlotsThanTheKernelsHoldStayComposed()
     {
         var cfg = Config("mixlora-dynamic", 0, ["gate_proj", "up_proj", "down_proj"], 0, experts: 12);   // K = E = 12 slots
-        var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, FusedKernels: true));
+        var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, FusedKernels: FusedOps.All));
         Assert.AreEqual(0, g.Graph.Nodes.Count(n => n.OpType.StartsWith("SwiGlu", StringComparison.Ordinal)));
+        Assert.AreEqual(3, g.Graph.Nodes.Count(n => n.OpType == "SlotLora"), "SlotLora has no slot limit: gate, up, down of the one layer");
     }
 
     private static AdapterConfig Config(string strategy, int topK, string[] targets, double dropout, bool dora = false, int experts = 4)

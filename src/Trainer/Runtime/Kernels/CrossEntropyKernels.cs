@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+
 namespace MixLoRA.Trainer.Runtime.Kernels;
 
 /// <summary>
@@ -34,33 +36,37 @@ internal static unsafe class CrossEntropyKernels
         var x = (float*)KernelIO.In(ctx, 0);
         var t = (long*)KernelIO.In(ctx, 1);
         float* nll = (float*)KernelIO.Out(ctx, 0, n), lse = (float*)KernelIO.Out(ctx, 1, n);
-        for (long r = 0; r < n; r++)
+        CpuParallel.Rows(ctx, n, v, (int)v, (r, e) =>
         {
             var row = new ReadOnlySpan<float>(x + (r * v), (int)v);
-            var max = float.NegativeInfinity;
-            foreach (var e in row) max = Math.Max(max, e);
-            var sum = 0.0;
-            foreach (var e in row) sum += Math.Exp(e - max);
-            lse[r] = max + (float)Math.Log(sum);
+            var max = TensorPrimitives.Max(row);
+            TensorPrimitives.Subtract(row, max, e);
+            TensorPrimitives.Exp(e, e);
+            lse[r] = max + MathF.Log(TensorPrimitives.Sum<float>(e));
             nll[r] = t[r] >= 0 && t[r] < v ? lse[r] - row[(int)t[r]] : 0f;
-        }
+        });
     }
 
+    /// <summary>dx = (softmax(x) − onehot(t)) · dnll per row; 0 for ignored rows (targets outside [0, V)).</summary>
     private static void CpuBackward(nint ctx)
     {
         var (n, v) = Sizes(ctx);
         float* x = (float*)KernelIO.In(ctx, 0), lse = (float*)KernelIO.In(ctx, 2), dnll = (float*)KernelIO.In(ctx, 3);
         var t = (long*)KernelIO.In(ctx, 1);
         var dx = (float*)KernelIO.Out(ctx, 0, n, v);
-        for (long r = 0; r < n; r++)
+        CpuParallel.Rows(ctx, n, v, 0, (r, _) =>
         {
-            var ignored = t[r] < 0 || t[r] >= v;
-            for (long c = 0; c < v; c++)
+            var d = new Span<float>(dx + (r * v), (int)v);
+            if (t[r] < 0 || t[r] >= v)
             {
-                var i = (r * v) + c;
-                dx[i] = ignored ? 0f : (MathF.Exp(x[i] - lse[r]) - (c == t[r] ? 1f : 0f)) * dnll[r];
+                d.Clear();
+                return;
             }
-        }
+            TensorPrimitives.Subtract(new ReadOnlySpan<float>(x + (r * v), (int)v), lse[r], d);
+            TensorPrimitives.Exp(d, d);
+            d[(int)t[r]] -= 1f;
+            TensorPrimitives.Multiply(d, dnll[r], d);
+        });
     }
 
     private static void CudaForward(nint ctx, int type)

@@ -3,8 +3,8 @@ using Microsoft.ML.OnnxRuntime;
 
 namespace MixLoRA.Trainer.Runtime.Kernels;
 
-/// <summary>A node's attributes the kernels read: dropout ratio and salt (0 when absent).</summary>
-internal readonly record struct NodeAttrs(float Ratio, long Salt);
+/// <summary>A node's attributes the kernels read: dropout ratio and salt (0 when absent), LoRA rank and scale (1 when absent).</summary>
+internal readonly record struct NodeAttrs(float Ratio, long Salt, long Rank = 1, float Scale = 1);
 
 /// <summary>One kernel of a custom op: ONNX element types per input/output, the provider it runs on (null: CPU).</summary>
 internal sealed record KernelSpec(string Name, string? Provider, int[] Inputs, int OptionalFrom, int[] Outputs, Action<nint, NodeAttrs> Compute);
@@ -45,7 +45,7 @@ internal static unsafe class CustomOps
     private static nint Build()
     {
         var domain = OrtKernelApi.CreateDomain(GraphBuilder.Ops.SwiGluSlotsOps.Domain);
-        foreach (var spec in SwiGluKernels.Specs().Concat(CrossEntropyKernels.Specs()))
+        foreach (var spec in SwiGluKernels.Specs().Concat(CrossEntropyKernels.Specs()).Concat(SlotLoraCpu.Specs()))
         {
             var op = (OrtCustomOp*)NativeMemory.AllocZeroed((nuint)sizeof(OrtCustomOp));
             *op = Table();
@@ -85,7 +85,8 @@ internal static unsafe class CustomOps
     private static KernelSpec Spec(nint op) => ByOp[op].Spec;
 
     private static nint NewKernel(nint op, nint info) =>
-        GCHandle.ToIntPtr(GCHandle.Alloc(new Kernel(Spec(op), new NodeAttrs(OrtKernelApi.AttributeFloat(info, "ratio", 0), OrtKernelApi.AttributeInt(info, "salt", 0)))));
+        GCHandle.ToIntPtr(GCHandle.Alloc(new Kernel(Spec(op), new NodeAttrs(OrtKernelApi.AttributeFloat(info, "ratio", 0), OrtKernelApi.AttributeInt(info, "salt", 0),
+            OrtKernelApi.AttributeInt(info, "rank", 1), OrtKernelApi.AttributeFloat(info, "scale", 1)))));
 
     private static Kernel Of(nint kernel) => (Kernel)GCHandle.FromIntPtr(kernel).Target!;
 

@@ -3,22 +3,27 @@ using MixLoRA.GraphBuilder.Ops;
 
 namespace MixLoRA.Trainer.Runtime.Kernels;
 
-/// <summary>Whether training graphs for a device and compute dtype use the com.mixlora fused kernels.</summary>
+/// <summary>Which com.mixlora fused kernels training graphs for a device and compute dtype use.</summary>
 public static class FusedKernels
 {
     /// <summary>
-    /// True on CUDA for bfloat16, float16 and float32 where NVRTC and the driver load (otherwise a note goes to
-    /// <paramref name="log"/> and the graphs are composed from ONNX ops, as with --no-fused-kernels). False on
-    /// the CPU: its float32 kernels (plain C#) are the CUDA kernels' reference and run in tests, but ORT's own
-    /// vectorised CPU kernels are faster (mixlora-bench --config tiny --device cpu at commit 4741512: MixLoRA
-    /// 21.4 ms/step fused, 17.6 with --no-fused-kernels).
+    /// The fused ops for <paramref name="device"/> in <paramref name="compute"/> (none unless <paramref name="requested"/>):
+    /// on the CPU, float32 graphs use all three (C# kernels); on CUDA, bfloat16, float16 and float32 graphs use
+    /// SwiGluSlots and the loss where NVRTC and the driver load (otherwise a note goes to <paramref name="log"/> and
+    /// the graphs are composed from ONNX ops, as with --no-fused-kernels). SlotLora is CPU-only: on the GPU the
+    /// masked GEMM over all experts' rank columns is a few percent of the step and runs on tensor cores.
     /// </summary>
-    public static bool Available(Device device, DType compute, TextWriter? log = null)
+    public static FusedOps For(bool requested, Device device, DType compute, TextWriter? log = null)
     {
-        if (device == Device.Cpu) return false;
-        if (!SwiGluSlotsOps.CudaTypes.Contains(compute)) return false;
-        if (CudaRtc.Unavailable() is not { } why) return true;
+        if (!requested) return FusedOps.None;
+        if (device == Device.Cpu) return SwiGluSlotsOps.CpuTypes.Contains(compute) ? FusedOps.All : FusedOps.None;
+        if (!SwiGluSlotsOps.CudaTypes.Contains(compute)) return FusedOps.None;
+        if (CudaRtc.Unavailable() is not { } why) return FusedOps.SwiGluSlots | FusedOps.CrossEntropy;
         log?.WriteLine($"note: fused kernels off ({why})");
-        return false;
+        return FusedOps.None;
     }
+
+    /// <summary>The single ops in <paramref name="ops"/>, by name (empty for none).</summary>
+    public static string[] Names(FusedOps ops) =>
+        Enum.GetValues<FusedOps>().Where(f => f != FusedOps.None && f != FusedOps.All && ops.HasFlag(f)).Select(f => f.ToString()).ToArray();
 }

@@ -15,7 +15,7 @@ internal static unsafe class OrtKernelApi
     private const int CreateStatusAt = 0, GetErrorMessageAt = 2, CreateCustomOpDomainAt = 26, CustomOpDomainAddAt = 27, AddCustomOpDomainAt = 28;
     private const int GetTensorMutableDataAt = 51, GetTensorElementTypeAt = 60, GetDimensionsCountAt = 61, GetDimensionsAt = 62, GetTensorTypeAndShapeAt = 65;
     private const int GetInputCountAt = 88, GetOutputCountAt = 89, GetInputAt = 90, GetOutputAt = 91, ReleaseStatusAt = 93, ReleaseTypeAndShapeAt = 99;
-    private const int GetGpuComputeStreamAt = 193, AttributeFloatAt = 85, AttributeInt64At = 86;
+    private const int GetGpuComputeStreamAt = 193, AttributeFloatAt = 85, AttributeInt64At = 86, ParallelForAt = 274;
 
     private static readonly Lazy<nint> Table = new(() =>
     {
@@ -159,5 +159,46 @@ internal static unsafe class OrtKernelApi
         nint s;
         Check(((delegate* unmanaged<nint, nint*, nint>)Fn(GetGpuComputeStreamAt))(ctx, &s), "KernelContext_GetGPUComputeStream");
         return s;
+    }
+
+    /// <summary>
+    /// Runs body(0..total−1) on the session's intra-op thread pool (KernelContext_ParallelFor), the threads ORT
+    /// keeps spinning between its own kernels; a .NET Parallel.For competed with them for the cores. The first
+    /// exception a body throws is rethrown here.
+    /// </summary>
+    public static void ParallelFor(nint ctx, long total, Action<long> body)
+    {
+        var job = new ParallelJob(body);
+        var handle = GCHandle.Alloc(job);
+        try
+        {
+            Check(((delegate* unmanaged<nint, delegate* unmanaged<nint, nuint, void>, nuint, nuint, nint, nint>)Fn(ParallelForAt))(
+                ctx, &ParallelBody, (nuint)total, 0, GCHandle.ToIntPtr(handle)), "KernelContext_ParallelFor");
+        }
+        finally
+        {
+            handle.Free();
+        }
+        if (job.Error is { } e) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e);
+    }
+
+    private sealed class ParallelJob(Action<long> body)
+    {
+        public Action<long> Body { get; } = body;
+        public Exception? Error;
+    }
+
+    [UnmanagedCallersOnly]
+    private static void ParallelBody(nint user, nuint i)
+    {
+        var job = (ParallelJob)GCHandle.FromIntPtr(user).Target!;
+        try
+        {
+            job.Body((long)i);
+        }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref job.Error, e, null);
+        }
     }
 }
