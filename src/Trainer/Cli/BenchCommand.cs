@@ -25,7 +25,7 @@ public static class BenchCommand
         var dtype = new Option<string?>("--dtype") { Description = "bfloat16 | float16 | float32 (default: float32 on cpu, bfloat16 on cuda)" };
         var device = new Option<string>("--device") { Description = "cpu | cuda", DefaultValueFactory = _ => "cpu" };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute each decoder layer's activations in the backward (activation checkpointing)" };
-        var noFused = new Option<bool>("--no-fused-kernels") { Description = "compose MixLoRA's expert activations from ONNX ops instead of the trainer's fused kernels" };
+        var noFused = new Option<bool>("--no-fused-kernels") { Description = "compose MixLoRA's expert activations, the experts' LoRA and the loss from ONNX ops instead of the trainer's fused kernels" };
         var steps = new Option<int>("--steps") { Description = "timed steps", DefaultValueFactory = _ => 10 };
         var warmup = new Option<int>("--warmup") { Description = "untimed steps first", DefaultValueFactory = _ => 3 };
         var peak = new Option<double?>("--peak-tflops") { Description = "device peak for MFU (default 989.4 on cuda in bf16/fp16)" };

@@ -19,7 +19,7 @@ public static class BuildGraphCommand
         var device = new Option<string>("--device") { Description = "cpu | cuda", DefaultValueFactory = _ => "cpu" };
         var seed = new Option<int>("--seed") { Description = "seed of the adapter initialization when no weights are given", DefaultValueFactory = _ => 42 };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute each decoder layer's activations in the backward (less memory, about one more forward per step)" };
-        var noFused = new Option<bool>("--no-fused-kernels") { Description = "compose MixLoRA's expert activations from ONNX ops instead of the trainer's fused kernels" };
+        var noFused = new Option<bool>("--no-fused-kernels") { Description = "compose MixLoRA's expert activations, the experts' LoRA and the loss from ONNX ops instead of the trainer's fused kernels" };
         var command = new RootCommand("mixlora-build-graph: compile training graphs for a model and adapter") { model, adapter, output, seqLen, micro, dtype, device, seed, checkpointing, noFused };
         command.SetAction(p =>
         {
