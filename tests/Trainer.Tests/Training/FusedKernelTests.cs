@@ -80,6 +80,7 @@ public sealed class FusedKernelTests
         for (var i = 0; i < h.Length; i++)
         {
             if (h0[i] != 0) Assert.AreEqual(h[i] / 0.75f, h0[i], 1e-5f, "kept values are scaled by 1/(1 − p)");
+            if (h[i] != 0) Assert.AreEqual(SwiGluSlotsOps.Keep(9, 0, i, 0.25), h0[i] != 0, $"element {i} follows Keep (the CUDA kernels' mask)");
         }
         var same = h0.Zip(h1, (a, c) => (a == 0) == (c == 0)).Count(x => x) / (double)h0.Length;
         Assert.IsLessThan(0.8, same, "another salt (layer) draws another mask");
