@@ -30,7 +30,7 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
     private LoraSettings S => cfg.Experts;
 
     /// <summary>Each slot's expert LoRA as SlotLora nodes instead of the rank-space mask (<see cref="FusedOps.SlotLora"/>).</summary>
-    private bool PerSlot => fused.HasFlag(FusedOps.SlotLora) && !S.UseDora && compute == DType.Float32;
+    private bool SlotLoraOn => fused.HasFlag(FusedOps.SlotLora) && !S.UseDora && compute == DType.Float32;
 
     public (Value Out, Routing Routing) Build(Builder b, MlpSite site, Value x)
     {
@@ -39,32 +39,33 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var gate = trainables.Get(b, new TrainableTensor($"{Key(site.Layer)}.moe_gate.weight", [e, d], Init.Gaussian, cfg.RouterInitRange), DType.Float32);
         var routing = Router.Route(b, x, gate, cfg);
         var slots = routing.Experts.S[-1].Value;                                          // K (or E for dynamic)
-        var mask = PerSlot ? routing.Experts : BlockMask(b, routing.Experts, e, S.R, S.Scaling);   // (N, K) experts, or (N, K, E·R) 0 or s
+        // the slots' selector: the (N, K, E·R) block mask holding 0 or s, or with SlotLora the (N, K) experts themselves
+        var sel = SlotLoraOn ? routing.Experts : BlockMask(b, routing.Experts, e, S.R, S.Scaling);
         Value Activate(Value v) => cfg.ActFn is null ? site.Act(v) : b.Act(cfg.ActFn, v);
 
         if (Fusable(site, slots))
         {
             var (gf, uf) = (site.Frozen("gate_proj", x), site.Frozen("up_proj", x));           // (N, F)
-            var dgf = Delta(b, site.Layer, "gate_proj", x, mask, d, f)!;                     // (N, K, F)
-            var duf = Delta(b, site.Layer, "up_proj", x, mask, d, f)!;
+            var dgf = Delta(b, site.Layer, "gate_proj", x, sel, d, f)!;                     // (N, K, F)
+            var duf = Delta(b, site.Layer, "up_proj", x, sel, d, f)!;
             // H comes out dropped for the down-projection LoRA when training with lora_dropout (an in-kernel mask)
             var ratio = training is null || !cfg.Targets("down_proj") ? 0 : S.LoraDropout;
             var seed = ratio > 0 ? b.InputOnce(SwiGluSlotsOps.SeedInput, DType.Int64, Shape.Scalar) : null;
             var (hf, mixedf) = b.SwiGluSlots(gf, uf, dgf, duf, routing.Weights, seed, ratio, site.Layer);   // (N, K, F), (N, F)
             var wf = b.Cast(b.Unsqueeze(routing.Weights, 2), compute);                     // (N, K, 1)
-            return (Down(b, site, hf, mixedf, wf, mask, slots, dropped: true), routing);      // (N, D)
+            return (Down(b, site, hf, mixedf, wf, sel, slots, dropped: true), routing);      // (N, D)
         }
         var onehot = S.UseDora ? OneHot(b, routing.Experts, e) : null;                 // (N, K, E) with DoRA
         var g = b.Unsqueeze(site.Frozen("gate_proj", x), 1);                              // (N, 1, F)
         var u = b.Unsqueeze(site.Frozen("up_proj", x), 1);                                // (N, 1, F)
-        if (Delta(b, site.Layer, "gate_proj", x, mask, d, f) is { } dg) g = Dora(b, site, "gate_proj", b.Add(g, dg), onehot, d, f);   // (N, K, F)
-        if (Delta(b, site.Layer, "up_proj", x, mask, d, f) is { } du) u = Dora(b, site, "up_proj", b.Add(u, du), onehot, d, f);
+        if (Delta(b, site.Layer, "gate_proj", x, sel, d, f) is { } dg) g = Dora(b, site, "gate_proj", b.Add(g, dg), onehot, d, f);   // (N, K, F)
+        if (Delta(b, site.Layer, "up_proj", x, sel, d, f) is { } du) u = Dora(b, site, "up_proj", b.Add(u, du), onehot, d, f);
         var h = b.Mul(Activate(g), u);                                                    // (N, K|1, F)
         if (h.S[1].Value != slots) h = b.Add(h, b.Floats(new double[slots], compute, 1, slots, 1));   // (N, K, F)
         var w = b.Cast(b.Unsqueeze(routing.Weights, 2), compute);                         // (N, K, 1)
-        if (onehot is not null && cfg.Targets("down_proj")) return (DoraDown(b, site, h, w, mask, onehot), routing);
+        if (onehot is not null && cfg.Targets("down_proj")) return (DoraDown(b, site, h, w, sel, onehot), routing);
         var mixed = b.Squeeze(b.SumSlices(b.Mul(h, w), 1, slots), 1);                        // (N, F)
-        return (Down(b, site, h, mixed, w, mask, slots), routing);
+        return (Down(b, site, h, mixed, w, sel, slots), routing);
     }
 
     /// <summary>Whether the fused kernels compute this block: SiLU experts on gate and up, without DoRA, ≤ 8 slots.</summary>
@@ -76,19 +77,19 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
     /// W2 mixed + Σ_j w_j s B2_e A2_e dropout(h_j) when down_proj is targeted: (N, D); <paramref name="dropped"/>:
     /// h is already dropout(h) (the fused kernel's).
     /// </summary>
-    private Value Down(Builder b, MlpSite site, Value h, Value mixed, Value w, Value mask, long slots, bool dropped = false)
+    private Value Down(Builder b, MlpSite site, Value h, Value mixed, Value w, Value sel, long slots, bool dropped = false)
     {
         var y = site.Frozen("down_proj", mixed);                                          // (N, D)
         if (!cfg.Targets("down_proj")) return y;
-        if (PerSlot)
+        if (SlotLoraOn)
         {
             var hd = dropped ? h : LoraLayer.Dropout(b, h, S.LoraDropout, training);             // (N, K, F)
-            var delta = SlotDelta(b, site.Layer, "down_proj", hd, mask, site.Intermediate, site.Hidden);   // (N, K, D)
+            var delta = SlotDelta(b, site.Layer, "down_proj", hd, sel, site.Intermediate, site.Hidden);   // (N, K, D)
             return b.Add(y, b.Squeeze(b.SumSlices(b.Mul(delta, w), 1, slots), 1));           // (N, D)
         }
         var z = DownRank(b, site.Layer, h, site.Intermediate, slots, dropped);           // (N, K, E·R)
         var b2 = Stacked(b, site.Layer, "down_proj", "lora_B", cfg.NumExperts, site.Hidden, S.R, axis: 1);   // (D, E·R)
-        var zw = b.Squeeze(b.SumSlices(b.Mul(b.Mul(z, mask), w), 1, slots), 1);          // (N, E·R)
+        var zw = b.Squeeze(b.SumSlices(b.Mul(b.Mul(z, sel), w), 1, slots), 1);          // (N, E·R)
         return b.Add(y, b.Linear(zw, b2));                                                // (N, D) (s is in the mask)
     }
 
@@ -157,18 +158,18 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
 
     /// <summary>
     /// B*ᵀ(mask ⊙ A* x) for every slot (s is in the mask): (N, K, F), or null when the projection is not targeted;
-    /// with <see cref="PerSlot"/> the mask is the (N, K) experts and each slot reads only its expert's blocks.
+    /// with <see cref="SlotLoraOn"/> the selector is the (N, K) experts and each slot reads only its expert's blocks.
     /// </summary>
-    private Value? Delta(Builder b, int layer, string module, Value x, Value mask, long inF, long outF)
+    private Value? Delta(Builder b, int layer, string module, Value x, Value sel, long inF, long outF)
     {
         if (!cfg.Targets(module)) return null;
-        if (PerSlot) return SlotDelta(b, layer, module, LoraLayer.Dropout(b, x, S.LoraDropout, training), mask, inF, outF);
+        if (SlotLoraOn) return SlotDelta(b, layer, module, LoraLayer.Dropout(b, x, S.LoraDropout, training), sel, inF, outF);
         var e = cfg.NumExperts;
         var a = Stacked(b, layer, module, "lora_A", e, inF, S.R, axis: 0);                // (E·R, in)
         var bw = Stacked(b, layer, module, "lora_B", e, outF, S.R, axis: 1);              // (out, E·R)
         var z = b.Unsqueeze(b.Linear(LoraLayer.Dropout(b, x, S.LoraDropout, training), a), 1);   // (N, 1, E·R)
-        var zm = b.Mul(z, mask);                                                          // (N, K, E·R)
-        var slots = mask.S[1].Value;
+        var zm = b.Mul(z, sel);                                                           // (N, K, E·R)
+        var slots = sel.S[1].Value;
         var delta = b.Linear(b.Reshape(zm, -1, e * S.R), bw);                             // (N·K, out)
         return b.Reshape(delta, -1, slots, outF);                                         // (N, K, out) (s is in the mask)
     }

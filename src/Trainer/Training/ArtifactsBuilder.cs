@@ -5,14 +5,13 @@ using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.GraphBuilder.Onnx;
-using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.Trainer.Runtime;
 
 namespace MixLoRA.Trainer.Training;
 
 /// <summary>What `mixlora-build-graph` compiles.</summary>
 /// <param name="Checkpointing">recompute each decoder layer in the backward (activation checkpointing: less memory, ~1 more forward).</param>
-/// <param name="FusedKernels">MixLoRA's expert activations as the trainer's fused kernels where the device has them (<see cref="Runtime.Kernels.FusedKernels"/>).</param>
+/// <param name="FusedKernels">use the trainer's fused kernels the device has for the dtype (<see cref="Runtime.Kernels.FusedKernels.For"/>).</param>
 public sealed record BuildOptions(string ModelDir, string Adapter, string OutDir, int SeqLen = 512, int MicroBatch = 1, DType DType = DType.Float32, Device Device = Device.Cpu, int Seed = 42, bool Checkpointing = false, bool FusedKernels = true);
 
 /// <summary>
@@ -75,7 +74,6 @@ public static class ArtifactsBuilder
             ComputeDType = spec.Compute.Name(),
             Device = device.ToString().ToLowerInvariant(),
             Accumulate = graphs.ContainsKey("grad_accum_step"),
-            FusedKernels = spec.FusedKernels != FusedOps.None,
             FusedOps = Runtime.Kernels.FusedKernels.Names(spec.FusedKernels),
             Graphs = graphs.ToDictionary(p => p.Key, p => new GraphSpec(p.Key + ".onnx", p.Value.Graph.Inputs.Select(Spec).ToArray(), p.Value.Graph.Outputs.Select(Spec).ToArray())),
             Trainable = grad.Trainable.Select(t => new TensorSpec(t.Key, "float32", t.Shape)).ToArray(),

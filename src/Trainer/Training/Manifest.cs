@@ -32,7 +32,7 @@ public sealed record Manifest
     public required bool Accumulate { get; init; }
 
     /// <summary>The graphs use the trainer's com.mixlora kernels (they run only in this trainer's runtime).</summary>
-    public bool FusedKernels { get; init; }
+    public bool FusedKernels => FusedOps.Count > 0;
 
     /// <summary>Which of them (<see cref="GraphBuilder.Ops.FusedOps"/> names).</summary>
     public IReadOnlyList<string> FusedOps { get; init; } = [];

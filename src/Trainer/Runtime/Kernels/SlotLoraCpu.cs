@@ -58,16 +58,11 @@ internal static unsafe class SlotLoraCpu
         {
             _c = c;
             (_at, _bt, _bx) = (Rent(c.E * c.In * c.R), Rent(c.E * c.R * c.Out), withB ? Rent(c.E * c.Out * c.R) : []);
-            float* a = (float*)c.A, b = (float*)c.B;
+            CpuBlas.Transpose(new ReadOnlySpan<float>((float*)c.B, c.Out * c.E * c.R), c.Out, c.E * c.R, _bt);   // Bᵀ (E·R, out): expert e's R rows are B_eᵀ
             for (var e = 0; e < c.E; e++)
             {
-                CpuBlas.Transpose(new ReadOnlySpan<float>(a + ((long)e * c.R * c.In), c.R * c.In), c.R, c.In, AT(e));           // (R, in) → (in, R)
-                var bt = _bt.AsSpan(e * c.R * c.Out, c.R * c.Out);
-                for (var r = 0; r < c.R; r++)
-                {
-                    for (var o = 0; o < c.Out; o++) bt[(r * c.Out) + o] = b[((long)o * c.E * c.R) + (e * c.R) + r];
-                }
-                if (withB) CpuBlas.Transpose(bt, c.R, c.Out, _bx.AsSpan(e * c.Out * c.R, c.Out * c.R));
+                CpuBlas.Transpose(new ReadOnlySpan<float>((float*)c.A + ((long)e * c.R * c.In), c.R * c.In), c.R, c.In, AT(e));   // (R, in) → (in, R)
+                if (withB) CpuBlas.Transpose(BT(e), c.R, c.Out, _bx.AsSpan(e * c.Out * c.R, c.Out * c.R));                    // (R, out) → (out, R)
             }
         }
 
