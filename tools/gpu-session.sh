@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session on the device machine (after ../shared/device/stage.sh pieces are in place):
 # smoke checks, CUDA parity training (fp32/bf16), then benchmarks. Results go to $OUT (log.txt,
-# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|probe|ncu]...
+# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|probe|ncu]...
 set -uo pipefail
 source /root/mixlora/env.sh
 T="$DOTNET $APP/MixLoRA.Trainer.dll"
@@ -51,6 +51,22 @@ for part in "${parts[@]}"; do
       done
       echo "   first crashing prefix: $hi" | tee -a "$OUT/log.txt"
       timeout 60 $T doctor --device cuda --graph /tmp/pb/${G:-eval_step}.onnx --prefix $hi 2>&1 | grep -a '^prefix' | tee -a "$OUT/log.txt" ;;
+    graph)
+      # the grad step replayed as a CUDA graph (--cuda-graph, needs lora dropout 0): fp32 training parity,
+      # then each shape with and without replay
+      log "parity float32 --cuda-graph"
+      run $T build-graph --model .dev/parity/model --adapter .dev/parity/adapter_init --out /tmp/a-graph --seq-len 64 --micro-batch-size 2 --dtype float32 --device cuda &&
+      run $T train --artifacts /tmp/a-graph --data .dev/parity/data.jsonl --out /tmp/r-graph --batch-size 2 --steps 3 --lr 0.01 --weight-decay 0.01 --no-shuffle --device cuda --quiet --cuda-graph
+      cp /tmp/r-graph/metrics.jsonl "$OUT/metrics-float32-graph.jsonl" 2>/dev/null
+      IFS='|' read -ra cases <<< "${BENCH:-tinyllama-1.1b mixlora|llama2-7b mixlora}"
+      for c in "${cases[@]}"; do
+        for g in "" --cuda-graph; do
+          set -- $c
+          log "bench $c --dropout 0 $g"
+          LIMIT=420 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps "${STEPS:-8}" --warmup 3 --dropout 0 $g --quiet
+          grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench.jsonl"
+        done
+      done ;;
     probe) log probe; run $T doctor --device cuda --ops --dtypes "${DTYPES:-bfloat16,float16}" ;;
     ncu)
       # GPU kernel time of one training step (Nsight Compute, one metric, clocks and caches as found),

@@ -41,8 +41,15 @@ public static class GradClip
         using var _ = b.Scope("grad_clip");
         var norm = GlobalNorm(b, grads);
         if (maxNorm is not { } max) return (grads.Select(g => b.Cast(g, DType.Float32)).ToArray(), norm);
-        var coef = b.Div(b.Scalar(max, DType.Float32), b.AddScalar(norm, NormEps));  // ()
-        var scale = b.Min(coef, b.Scalar(1, DType.Float32));                         // ()
+        var scale = Factor(b, norm, max);                                            // ()
         return (grads.Select(g => b.Mul(b.Cast(g, DType.Float32), scale)).ToArray(), norm);
+    }
+
+    /// <summary>min(1, max_norm / (norm + 1e-6)), a float32 scalar.</summary>
+    public static Value Factor(Builder b, Value norm, double maxNorm)
+    {
+        Fail.If(!(maxNorm > 0), $"max gradient norm = {Fail.Show(maxNorm)} is not positive", "use a positive value such as 1.0, or turn clipping off");
+        var coef = b.Div(b.Scalar(maxNorm, DType.Float32), b.AddScalar(norm, NormEps));  // ()
+        return b.Min(coef, b.Scalar(1, DType.Float32));                               // ()
     }
 }

@@ -25,6 +25,7 @@ public static class OptimizerGraph
 {
     public const string GradScaleInput = "grad_scale";
     public const string GradNormOutput = "grad_norm";
+    public const string UpdateScaleOutput = "update_scale";
 
     /// <summary>The standalone optimizer-step graph for these tensors.</summary>
     public static Graph Build(IReadOnlyList<ParamSpec> tensors, OptimizerOptions o, string name = "optimizer_step")
@@ -36,6 +37,25 @@ public static class OptimizerGraph
             Param: b.Input(t.Name, DType.Float32, Shape.Of(t.Shape)),
             Grad: b.Input(AdamW.GradName(t.Name), DType.Float32, Shape.Of(t.Shape)))).ToArray();
         EmitStep(b, o, trained);
+        return b.Build();
+    }
+
+    /// <summary>
+    /// The first half of a step split over chunks of one flat vector: input <c>&lt;name&gt;.grad</c> (count)
+    /// and <c>grad_scale</c> (positive); outputs <c>grad_norm</c> (of the scaled gradient, as <see cref="EmitStep"/>) and
+    /// <c>update_scale</c> = grad_scale × the clip factor (grad_scale alone without clipping). Each chunk is
+    /// then updated by <see cref="Build"/> without clipping, its grad_scale input fed update_scale: a chunk's
+    /// temporaries are chunk-sized, where one graph over the whole vector holds several of its size.
+    /// </summary>
+    public static Graph BuildNorm(string name, long count, double? maxGradNorm)
+    {
+        var b = new Builder("optimizer_norm");
+        var grad = b.Input(AdamW.GradName(name), DType.Float32, Shape.Of([count]));              // (P)
+        var scale = b.Input(GradScaleInput, DType.Float32, Shape.Scalar);
+        // ‖g · s‖ = ‖g‖ · s for the positive grad_scale, without a vector-sized g · s temporary
+        var norm = b.Mul(GradClip.GlobalNorm(b, [grad]), scale);                                 // ()
+        b.Output(norm, GradNormOutput);
+        b.Output(maxGradNorm is { } max ? b.Mul(scale, GradClip.Factor(b, norm, max)) : b.Apply1(ShapeOps.Identity, [scale]), UpdateScaleOutput);
         return b.Build();
     }
 

@@ -18,6 +18,10 @@ public sealed record BenchOptions
 
     /// <summary>MixLoRA's expert activations as the trainer's fused kernels where the device has them.</summary>
     public bool FusedKernels { get; init; } = true;
+    /// <summary>Replay the grad step as a CUDA graph (see <see cref="OrtRuntime.CheckCudaGraphs"/>).</summary>
+    public bool CudaGraph { get; init; }
+    /// <summary>Elements per AdamW run (<see cref="Training.ChunkedOptimizer"/>).</summary>
+    public long OptimizerChunk { get; init; } = Training.ChunkedOptimizer.DefaultChunk;
     public int Steps { get; init; } = 10;
     public int Warmup { get; init; } = 3;
 

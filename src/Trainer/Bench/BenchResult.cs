@@ -43,6 +43,9 @@ public sealed record BenchResult
     public required double SetupS { get; init; }
     public required double LastLoss { get; init; }
 
+    /// <summary>Operations of the grad step's CUDA graph (--cuda-graph), or null when steps ran through ORT.</summary>
+    public long? CudaGraphNodes { get; init; }
+
     public string ToJson()
     {
         var o = new JsonObject
@@ -60,6 +63,8 @@ public sealed record BenchResult
             ["dropout"] = Dropout,
             ["gradient_checkpointing"] = GradientCheckpointing,
             ["fused_kernels"] = new JsonArray(FusedKernels.Select(k => (JsonNode?)k).ToArray()),
+            ["cuda_graph"] = CudaGraphNodes != null,
+            ["cuda_graph_nodes"] = CudaGraphNodes,
             ["warmup_steps"] = WarmupSteps,
             ["steps"] = Steps,
             ["tokens_per_step"] = TokensPerStep,

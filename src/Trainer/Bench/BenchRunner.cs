@@ -41,6 +41,7 @@ public static class BenchRunner
         StepRunner? runner = null;
         var memory = PeakMemory.For(o.Device, () => runner?.DeviceBytes ?? 0);
         var rt = OrtRuntime.For(o.Device);
+        if (o.CudaGraph) rt = rt.WithCudaGraphs();
         if (o.Profile != null) rt = rt.WithProfiling(o.Profile);
         var optimizer = new OptimizerOptions(new AdamWOptions(), MaxGradNorm: 1.0);
         var init = AdapterStore.Initialize(grad.Trainable, o.Seed);
@@ -48,7 +49,8 @@ public static class BenchRunner
         double lastLoss;
         double setup;
         long deviceBytes;
-        using (runner = new StepRunner(rt, manifest, name => name == "grad_step" ? bytes : throw Fail.Bug($"the bench has no {name} graph"), new RandomWeights((ulong)o.Seed), optimizer, init))
+        long? graphNodes;
+        using (runner = new StepRunner(rt, manifest, name => name == "grad_step" ? bytes : throw Fail.Bug($"the bench has no {name} graph"), new RandomWeights((ulong)o.Seed), optimizer, init, optimizerChunk: o.OptimizerChunk))
         {
             var micro = new[] { RandomBatch(batch, seq, preset.Model.VocabSize, o.Seed) };
             long step = 1;
@@ -71,9 +73,11 @@ public static class BenchRunner
             watch.Dispose();
             memory.Sample();
             deviceBytes = runner.DeviceBytes;
+            graphNodes = runner.GraphNodes;
+            if (graphNodes is { } n) log.WriteLine($"grad_step replayed as a CUDA graph of {n:N0} operations");
         }
         if (o.Profile != null) ProfileSummary.Report(o.Profile, log);
-        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with { FusedKernels = FusedKernels.Names(fused) };
+        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with { FusedKernels = FusedKernels.Names(fused), CudaGraphNodes = graphNodes };
     }
 
     private static void Check(BenchOptions o, int seq, int batch, DType dtype)
@@ -84,6 +88,7 @@ public static class BenchRunner
         Fail.If(o.Warmup < 0, $"--warmup {o.Warmup} is negative", "use 0 or more warm-up steps");
         Fail.If(!dtype.IsFloat() || dtype == DType.Float64, $"--dtype {dtype.Name()} is not a training dtype", "use bfloat16, float16 or float32");
         Fail.If(o.Device == Device.Cpu && dtype != DType.Float32, $"--dtype {dtype.Name()} on the CPU", "the CPU provider computes in float32: use --dtype float32, or --device cuda");
+        if (o.CudaGraph) OrtRuntime.CheckCudaGraphs(o.Device, o.Adapter.Dropout);
         Fail.If(o.PeakTflops is <= 0, $"--peak-tflops {o.PeakTflops} must be positive", "give the device's dense peak, e.g. 989 for an H100 SXM in bf16");
     }
 

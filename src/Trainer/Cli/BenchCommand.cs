@@ -26,6 +26,7 @@ public static class BenchCommand
         var device = new Option<string>("--device") { Description = "cpu | cuda", DefaultValueFactory = _ => "cpu" };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute each decoder layer's activations in the backward (activation checkpointing)" };
         var noFused = new Option<bool>("--no-fused-kernels") { Description = "compose MixLoRA's expert activations, the experts' LoRA and the loss from ONNX ops instead of the trainer's fused kernels" };
+        var cudaGraph = new Option<bool>("--cuda-graph") { Description = "replay the grad step as a CUDA graph after two plain runs (cuda; needs lora dropout 0: ONNX Runtime's Dropout masks would repeat)" };
         var steps = new Option<int>("--steps") { Description = "timed steps", DefaultValueFactory = _ => 10 };
         var warmup = new Option<int>("--warmup") { Description = "untimed steps first", DefaultValueFactory = _ => 3 };
         var peak = new Option<double?>("--peak-tflops") { Description = "device peak for MFU (default 989.4 on cuda in bf16/fp16)" };
@@ -33,7 +34,7 @@ public static class BenchCommand
         var quiet = new Option<bool>("--quiet") { Description = "no progress on stderr" };
         var command = new RootCommand("mixlora-bench: training throughput on random weights of a model shape")
         {
-            config, method, seqLen, batch, experts, topK, r, dropout, dtype, device, checkpointing, noFused, steps, warmup, peak, profile, quiet,
+            config, method, seqLen, batch, experts, topK, r, dropout, dtype, device, checkpointing, noFused, cudaGraph, steps, warmup, peak, profile, quiet,
         };
         command.SetAction(p =>
         {
@@ -45,7 +46,7 @@ public static class BenchCommand
                 DType = p.GetValue(dtype) is { } d ? DTypes.Parse(d) : null,
                 Device = OrtRuntime.ParseDevice(p.GetValue(device)!),
                 GradientCheckpointing = p.GetValue(checkpointing),
-                FusedKernels = !p.GetValue(noFused),
+                FusedKernels = !p.GetValue(noFused), CudaGraph = p.GetValue(cudaGraph),
                 Steps = p.GetValue(steps), Warmup = p.GetValue(warmup), PeakTflops = p.GetValue(peak), Profile = p.GetValue(profile),
             };
             var result = BenchRunner.Run(o, p.GetValue(quiet) ? null : Console.Error);

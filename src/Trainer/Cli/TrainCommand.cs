@@ -39,11 +39,12 @@ public static class TrainCommand
         var evalData = new Option<string[]>("--eval-data") { Description = "evaluation data", Arity = ArgumentArity.ZeroOrMore };
         var evalSteps = new Option<int>("--eval-steps") { DefaultValueFactory = _ => 0, Description = "evaluate every N steps (and at the end)" };
         var quiet = new Option<bool>("--quiet") { Description = "no progress output" };
+        var cudaGraph = new Option<bool>("--cuda-graph") { Description = "replay the grad step as a CUDA graph after two plain runs (cuda; needs lora dropout 0: ONNX Runtime's Dropout masks would repeat)" };
         var saveBin = new Option<bool>("--save-bin") { Description = "also write OUT/adapter/adapter_model.bin (the reference's torch format)" };
         var command = new RootCommand("mixlora-train: train a MixLoRA / LoRA adapter (without --artifacts: the embedded demo on a generated tiny model)")
         {
             artifacts, data, output, batch, micro, steps, epochs, lr, wd, sched, warmup, clip, noShuffle, group, seed, device, save, resume,
-            tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin,
+            tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin, cudaGraph,
         };
         command.SetAction(p =>
         {
@@ -56,7 +57,7 @@ public static class TrainCommand
                 Device = OrtRuntime.ParseDevice(p.GetValue(device)!), SaveSteps = p.GetValue(save), Resume = p.GetValue(resume),
                 Tokenizer = p.GetValue(tokenizer), CutoffLen = p.GetValue(cutoff), TrainOnInputs = p.GetValue(inputs), Template = p.GetValue(template)!,
                 EvalData = (p.GetValue(evalData) ?? []).Select(DataSource.Parse).ToArray(), EvalSteps = p.GetValue(evalSteps), Quiet = p.GetValue(quiet),
-                SaveBin = p.GetValue(saveBin),
+                SaveBin = p.GetValue(saveBin), CudaGraph = p.GetValue(cudaGraph),
             };
             TrainLoop.Run(o);
             return 0;

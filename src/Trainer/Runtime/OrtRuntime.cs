@@ -29,7 +29,7 @@ public sealed class OrtRuntime
     public string? ProfilePrefix { get; private init; }
 
     /// <summary>This runtime with ORT profiling of every session it creates (for mixlora-bench --profile).</summary>
-    public OrtRuntime WithProfiling(string prefix) => new(Device, _epDevices) { ProfilePrefix = prefix };
+    public OrtRuntime WithProfiling(string prefix) => new(Device, _epDevices) { ProfilePrefix = prefix, CudaGraphs = CudaGraphs };
 
     public static OrtRuntime Cpu { get; } = new(Device.Cpu, []);
 
@@ -71,6 +71,26 @@ public sealed class OrtRuntime
     /// default because ORT deliberately places small int64 shape computations on the CPU; placement of
     /// compute nodes is checked from the profiler instead (mixlora-bench reports it).
     /// </summary>
+    /// <summary>
+    /// Whether the CUDA grad step is captured as a CUDA graph after its first runs and replayed
+    /// (`--cuda-graph`; see <see cref="CheckCudaGraphs"/>).
+    /// </summary>
+    public bool CudaGraphs { get; private init; }
+
+    /// <summary>This runtime with the grad step replayed as a CUDA graph.</summary>
+    public OrtRuntime WithCudaGraphs() => new(Device, _epDevices) { ProfilePrefix = ProfilePrefix, CudaGraphs = true };
+
+    /// <summary>
+    /// A replayed graph reuses the kernel arguments of the captured run, and ORT's Dropout draws its seed on
+    /// the host at launch: its masks would repeat every step. Graphs are allowed where no such node runs.
+    /// </summary>
+    public static void CheckCudaGraphs(Device device, double loraDropout)
+    {
+        Fail.If(device != Device.Cuda, "--cuda-graph on the CPU", "CUDA graphs replay GPU work: use --device cuda, or drop --cuda-graph");
+        Fail.If(loraDropout > 0, $"--cuda-graph with lora_dropout {loraDropout}",
+            "ONNX Runtime's Dropout would replay one mask every step: use lora_dropout 0 with --cuda-graph, or drop --cuda-graph");
+    }
+
     public static bool StrictPlacement { get; } = Environment.GetEnvironmentVariable("MIXLORA_STRICT_PLACEMENT") == "1";
 
     /// <summary>MIXLORA_CUDA_OPTIONS="k=v;k=v" replaces the provider options (for diagnosis).</summary>
@@ -84,7 +104,8 @@ public sealed class OrtRuntime
     }
 
     /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only; default <see cref="StrictPlacement"/>).</param>
-    public SessionOptions Options(bool profile = false, bool? strict = null)
+    /// <param name="stream">a CUDA stream for the session to compute on (0: the provider's own).</param>
+    public SessionOptions Options(bool profile = false, bool? strict = null, nint stream = 0)
     {
         var o = new SessionOptions
         {
@@ -104,9 +125,16 @@ public sealed class OrtRuntime
         if (profile || ProfilePrefix != null) o.EnableProfiling = true;
         if (Device == Device.Cuda)
         {
-            o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, ProviderOptions());
+            var provider = ProviderOptions();
+            if (stream != 0) (provider["has_user_compute_stream"], provider["user_compute_stream"]) = ("1", ((ulong)stream).ToString(System.Globalization.CultureInfo.InvariantCulture));
+            o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, provider);
             if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
-            if (Environment.GetEnvironmentVariable("MIXLORA_ENV_ALLOCATORS") != "0") o.AddSessionConfigEntry("session.use_env_allocators", "1");
+            // each session allocates from its own arena, dynamically (no memory pattern). Measured on the H100
+            // (README): the environment's shared arena made steps 25-35% slower, and memory patterns kept a
+            // step's peak as one block (TinyLlama MixLoRA 34 GiB against 20); MIXLORA_ENV_ALLOCATORS=1 and
+            // MIXLORA_MEM_PATTERN=1 bring either back for comparison
+            if (Environment.GetEnvironmentVariable("MIXLORA_ENV_ALLOCATORS") == "1") o.AddSessionConfigEntry("session.use_env_allocators", "1");
+            o.EnableMemoryPattern = Environment.GetEnvironmentVariable("MIXLORA_MEM_PATTERN") == "1";
         }
         return o;
     }

@@ -16,8 +16,8 @@ public sealed record StepResult(double Loss, double LmLoss, double AuxLoss, doub
 
 /// <summary>
 /// Runs optimizer steps on the device: micro-batches through `grad_step` / `grad_accum_step` (gradients
-/// accumulate in device buffers), then the optimizer graph (clip + AdamW) into the second buffers, then
-/// a swap. Frozen weights are uploaded once and bound by name on every run.
+/// accumulate in device buffers), then the optimizer (global norm and clip, then AdamW in place chunk by
+/// chunk, see <see cref="ChunkedOptimizer"/>). Frozen weights are uploaded once and bound by name on every run.
 /// </summary>
 public sealed class StepRunner : IDisposable
 {
@@ -25,10 +25,13 @@ public sealed class StepRunner : IDisposable
     private readonly Func<string, byte[]> _graphs;
     private readonly BoundSession _grad;
     private readonly Lazy<BoundSession> _gradAcc, _eval;
-    private readonly BoundSession _opt;
+    private readonly ChunkedOptimizer _opt;
     private readonly DeviceTensors _store;
     private readonly Dictionary<string, OrtValue> _weights = new(StringComparer.Ordinal);
     private readonly StepIO _io;
+    private readonly Runtime.Kernels.CudaGraph? _graph;
+    private int _gradRuns;
+    private const int PlainRunsBeforeCapture = 2;
 
     /// <summary>Reads the graphs from the artifacts folder and the frozen weights from the manifest's model.</summary>
     public StepRunner(OrtRuntime rt, Manifest manifest, string artifactsDir, OptimizerOptions optimizer, AdapterWeights init, AdapterWeights? m = null, AdapterWeights? v = null)
@@ -41,16 +44,17 @@ public sealed class StepRunner : IDisposable
     /// `grad_accum_step` / `eval_step` on first use), frozen weights from <paramref name="weights"/>, which
     /// the runner disposes (when disposable) once they are uploaded.
     /// </summary>
-    public StepRunner(OrtRuntime rt, Manifest manifest, Func<string, byte[]> graphs, IWeightProvider weights, OptimizerOptions optimizer, AdapterWeights init, AdapterWeights? m = null, AdapterWeights? v = null)
+    /// <param name="optimizerChunk">elements per AdamW run (<see cref="ChunkedOptimizer"/>; tests use small ones).</param>
+    public StepRunner(OrtRuntime rt, Manifest manifest, Func<string, byte[]> graphs, IWeightProvider weights, OptimizerOptions optimizer, AdapterWeights init,
+        AdapterWeights? m = null, AdapterWeights? v = null, long optimizerChunk = ChunkedOptimizer.DefaultChunk)
     {
         (_rt, _graphs, Manifest) = (rt, graphs, manifest);
         _gradAcc = new(() => Open("grad_accum_step"));
         _eval = new(() => Open("eval_step"));
         try
         {
-            _grad = Open("grad_step");
-            ParamSpec[] tensors = [new(TrainGraphs.FlatParams, [manifest.Trainable.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b))])];
-            _opt = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.Build(tensors, optimizer with { GradScaleInput = true })));
+            _graph = rt.CudaGraphs ? new Runtime.Kernels.CudaGraph() : null;
+            _grad = _graph is null ? Open("grad_step") : new BoundSession(rt, graphs("grad_step"), rt.Options(stream: _graph.Stream));
             _store = new DeviceTensors(rt, _grad.Session);
             UploadWeights(weights);
         }
@@ -61,6 +65,7 @@ public sealed class StepRunner : IDisposable
         var trainable = manifest.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();
         State = new TrainState(_store, rt, trainable);
         State.Load(init, m, v);
+        _opt = new ChunkedOptimizer(rt, _store, State, optimizer, optimizerChunk);
         _io = new StepIO(_store, manifest);
     }
 
@@ -82,32 +87,47 @@ public sealed class StepRunner : IDisposable
     {
         var sums = new double[4];
         double[,]? load = null;
+        State.Grads.Reset();                                                              // the first micro-step writes one buffer (a captured graph's address)
         for (var i = 0; i < micro.Count; i++)
         {
             var session = i == 0 ? _grad : _gradAcc.Value;
             var (inputs, outputs) = Feeds(micro[i]);
-            // gradients land in place in the flat gradient buffer through per-tensor views
-            foreach (var (k, v) in State.Views(State.Grads.Next)) outputs[AdamW.GradName(k)] = v;
+            // gradients land in place in the flat gradient buffer through per-tensor views; later micro-steps
+            // add the current sum and write the other buffer
+            foreach (var (k, v) in State.Views(i == 0 ? State.Grads.Current : State.Grads.Next)) outputs[AdamW.GradName(k)] = v;
             if (i > 0) foreach (var (k, v) in State.Views(State.Grads.Current)) inputs[TrainGraphs.AccName(k)] = v;
             if (_io.Seed is { } seed)
             {
                 _io.SetSeed(step, i);
                 inputs[GraphBuilder.Ops.SwiGluSlotsOps.SeedInput] = seed;
             }
-            session.Run(inputs, outputs);
-            State.Grads.Swap();
+            if (i == 0 && _graph != null) RunGraph(inputs, outputs);
+            else session.Run(inputs, outputs);
+            if (i > 0) State.Grads.Swap();
             _io.Accumulate(sums, ref load);
         }
         _io.SetOptimizer(step, lr, 1.0 / micro.Count);
-        var optIn = new Dictionary<string, OrtValue>(_io.OptimizerInputs);
-        var optOut = new Dictionary<string, OrtValue>(_io.OptimizerOutputs);
-        State.BindOptimizer(optIn, optOut);
-        _opt.Run(optIn, optOut);
-        State.SwapAfterOptimizer();
+        _opt.Run(_io.OptimizerInputs, _io.OptimizerOutputs[OptimizerGraph.GradNormOutput]);
         var n = micro.Count;
         if (load != null) for (var l = 0; l < load.GetLength(0); l++) for (var e = 0; e < load.GetLength(1); e++) load[l, e] /= n;
         return new StepResult(sums[0] / n, sums[1] / n, sums[2] / n, _io.GradNorm, micro.Sum(b => b.AttentionMask.Sum()), load);
     }
+
+    /// <summary>Plain runs first (ORT allocates and plans), then one run captured as a CUDA graph, then replays.</summary>
+    private void RunGraph(Dictionary<string, OrtValue> inputs, Dictionary<string, OrtValue> outputs)
+    {
+        if (!_graph!.Captured && ++_gradRuns > PlainRunsBeforeCapture) _graph.Capture(() => _grad.RunUnsynchronized(inputs, outputs));
+        if (!_graph.Captured)
+        {
+            _grad.Run(inputs, outputs);
+            return;
+        }
+        if (!_grad.BoundTo(inputs, outputs)) throw GraphBuilder.Fail.Bug("a grad_step tensor moved after the step was captured as a CUDA graph");
+        _graph.Replay();
+    }
+
+    /// <summary>Operations in the captured grad step (null: no CUDA graph, or not captured yet).</summary>
+    public long? GraphNodes => _graph is { Captured: true } g ? g.Nodes : null;
 
     /// <summary>Token-weighted mean losses over the batches, with training off (no dropout).</summary>
     public (double Loss, double LmLoss, long Tokens) Eval(IEnumerable<Batch> batches)
@@ -138,6 +158,7 @@ public sealed class StepRunner : IDisposable
     public void Dispose()
     {
         _grad.Dispose();
+        _graph?.Dispose();
         if (_gradAcc.IsValueCreated) _gradAcc.Value.Dispose();
         if (_eval.IsValueCreated) _eval.Value.Dispose();
         _opt.Dispose();

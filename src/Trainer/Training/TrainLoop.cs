@@ -45,7 +45,9 @@ public static class TrainLoop
         if (start > 0 && adapterCfg.LoraDropout > 0)
             log.WriteLine($"note: lora_dropout {adapterCfg.LoraDropout} draws from ONNX Runtime's own random generator, so this resumed run is not bit-identical to an uninterrupted one");
         var optimizer = new OptimizerOptions(new AdamWOptions(WeightDecay: o.WeightDecay), o.MaxGradNorm);
-        using var runner = new StepRunner(OrtRuntime.For(o.Device), manifest, o.Artifacts, optimizer, init, m, v);
+        if (o.CudaGraph) OrtRuntime.CheckCudaGraphs(o.Device, adapterCfg.LoraDropout);
+        var rt = o.CudaGraph ? OrtRuntime.For(o.Device).WithCudaGraphs() : OrtRuntime.For(o.Device);
+        using var runner = new StepRunner(rt, manifest, o.Artifacts, optimizer, init, m, v);
         var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, PadId(manifest), manifest.SeqLen, o.Shuffle, o.GroupByLength), position);
         var evalData = o.EvalData.Count > 0 ? LoadData(o, o.EvalData, manifest) : null;
         var eval = evalData is null ? null : new BatchStream(evalData, new BatchOptions(micro, micro, PadId(manifest), manifest.SeqLen), DataPosition.Start(0));

@@ -35,6 +35,9 @@ public sealed record TrainOptions
     /// <summary>Stop after this many optimizer steps of this run (tests of interrupted training).</summary>
     public int? StopAfter { get; init; }
     public bool Quiet { get; init; }
+
+    /// <summary>Replay the first micro-step of each step as a CUDA graph (see <see cref="Runtime.OrtRuntime.CheckCudaGraphs"/>).</summary>
+    public bool CudaGraph { get; init; }
     /// <summary>Also write `adapter_model.bin` (the reference's torch format) into OUT/adapter.</summary>
     public bool SaveBin { get; init; }
 

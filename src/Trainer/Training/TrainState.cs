@@ -9,18 +9,31 @@ using TrainableTensor = MixLoRA.GraphBuilder.Adapters.TrainableTensor;
 
 namespace MixLoRA.Trainer.Training;
 
-/// <summary>A device tensor pair: the current value and the buffer the next update is written to.</summary>
-public sealed class DoubleBuffer(OrtValue current, OrtValue next)
+/// <summary>
+/// Gradient buffers for accumulation: the current sum and the buffer the next micro-step writes; the second
+/// is allocated on first use, so steps of one micro-batch hold one gradient vector.
+/// </summary>
+public sealed class DoubleBuffer(OrtValue first, Func<OrtValue> makeSecond)
 {
-    public OrtValue Current { get; private set; } = current;
-    public OrtValue Next { get; private set; } = next;
-    public void Swap() => (Current, Next) = (Next, Current);
+    private OrtValue? _second;
+    private bool _firstIsCurrent = true;
+
+    /// <summary>Whether the second buffer exists yet.</summary>
+    public bool HasSecond => _second != null;
+    public OrtValue Current => _firstIsCurrent ? first : Second;
+    public OrtValue Next => _firstIsCurrent ? Second : first;
+    private OrtValue Second => _second ??= makeSecond();
+    public void Swap() => _firstIsCurrent = !_firstIsCurrent;
+
+    /// <summary>Back to the first buffer, so a step's first write always lands at the same address.</summary>
+    public void Reset() => _firstIsCurrent = true;
 }
 
 /// <summary>
 /// Trainable tensors, AdamW moments and gradients as flat fp32 vectors resident on the device for the
 /// whole run. The gradient step reads each trainable tensor through a view (an OrtValue over the flat
-/// buffer at its offset); the optimizer updates the flat vectors in one pass into the second buffers.
+/// buffer at its offset); the optimizer updates parameters and moments in place, chunk by chunk
+/// (<see cref="ChunkedOptimizer"/>), so they stay at one address and take one buffer each.
 /// </summary>
 public sealed class TrainState : IDisposable
 {
@@ -41,17 +54,17 @@ public sealed class TrainState : IDisposable
     public IReadOnlyList<TrainableTensor> Trainable { get; }
     public IReadOnlyList<(string Key, long Offset, long Count)> Layout { get; }
     public long Count { get; }
-    public DoubleBuffer Params { get; private set; } = null!;
-    public DoubleBuffer M { get; private set; } = null!;
-    public DoubleBuffer V { get; private set; } = null!;
+    public OrtValue Params { get; private set; } = null!;
+    public OrtValue M { get; private set; } = null!;
+    public OrtValue V { get; private set; } = null!;
     public DoubleBuffer Grads { get; private set; } = null!;
 
     public void Load(AdapterWeights weights, AdapterWeights? m = null, AdapterWeights? v = null)
     {
-        Params = Pair(Flatten(weights));
-        M = Pair(m is null ? new float[Count] : Flatten(m));
-        V = Pair(v is null ? new float[Count] : Flatten(v));
-        Grads = new DoubleBuffer(_store.Allocate(DType.Float32, [Count]), _store.Allocate(DType.Float32, [Count]));
+        Params = Upload(Flatten(weights));
+        M = Upload(m is null ? new float[Count] : Flatten(m));
+        V = Upload(v is null ? new float[Count] : Flatten(v));
+        Grads = new DoubleBuffer(_store.Allocate(DType.Float32, [Count]), () => _store.Allocate(DType.Float32, [Count]));
     }
 
     private float[] Flatten(AdapterWeights w)
@@ -61,10 +74,10 @@ public sealed class TrainState : IDisposable
         return flat;
     }
 
-    private DoubleBuffer Pair(float[] data) => new(_store.Upload(HostTensor.Of(data, Count)), _store.Allocate(DType.Float32, [Count]));
+    private OrtValue Upload(float[] data) => _store.Upload(HostTensor.Of(data, Count));
 
     /// <summary>Per-tensor views of the current trainable values (created once per buffer).</summary>
-    public IReadOnlyDictionary<string, OrtValue> ParamViews() => Views(Params.Current);
+    public IReadOnlyDictionary<string, OrtValue> ParamViews() => Views(Params);
 
     /// <summary>Per-tensor views of a flat buffer (params or gradients), created once per buffer.</summary>
     public IReadOnlyDictionary<string, OrtValue> Views(OrtValue buffer)
@@ -80,42 +93,34 @@ public sealed class TrainState : IDisposable
         return views;
     }
 
+    /// <summary>A 1-D view of <paramref name="count"/> elements of a flat buffer from <paramref name="offset"/> (created once).</summary>
+    public OrtValue Slice(OrtValue buffer, long offset, long count)
+    {
+        if (_slices.TryGetValue((buffer, offset, count), out var view)) return view;
+        view = OrtValue.CreateTensorValueWithData(_rt.DeviceMemory, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float, [count], Address(buffer) + (nint)(offset * 4), count * 4);
+        return _slices[(buffer, offset, count)] = view;
+    }
+
+    private readonly Dictionary<(OrtValue, long, long), OrtValue> _slices = [];
+
     private static unsafe nint Address(OrtValue v) => (nint)Unsafe(v.GetTensorMutableRawData());
 
     private static unsafe void* Unsafe(Span<byte> span) => System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(span));
 
     /// <summary>Current values of one kind of state on the host, split by tensor in reference key order.</summary>
-    public AdapterWeights Download(DoubleBuffer which)
+    public AdapterWeights Download(OrtValue which)
     {
-        var flat = _store.Download(which.Current).Floats();
+        var flat = _store.Download(which).Floats();
         var w = new AdapterWeights();
         foreach (var ((key, offset, count), t) in Layout.Zip(Trainable)) w.Set(key, t.Shape, flat.AsSpan((int)offset, (int)count).ToArray());
         return w;
-    }
-
-    /// <summary>Binds the flat vectors for the optimizer step; its outputs go to the Next buffers.</summary>
-    public void BindOptimizer(Dictionary<string, OrtValue> inputs, Dictionary<string, OrtValue> outputs)
-    {
-        const string p = TrainGraphs.FlatParams;
-        inputs[p] = Params.Current;
-        inputs[AdamW.GradName(p)] = Grads.Current;
-        inputs[AdamW.MName(p)] = M.Current;
-        inputs[AdamW.VName(p)] = V.Current;
-        outputs[AdamW.NewName(p)] = Params.Next;
-        outputs[AdamW.MNewName(p)] = M.Next;
-        outputs[AdamW.VNewName(p)] = V.Next;
-    }
-
-    public void SwapAfterOptimizer()
-    {
-        Params.Swap();
-        M.Swap();
-        V.Swap();
     }
 
     public void Dispose()
     {
         foreach (var views in _views.Values) foreach (var v in views.Values) v.Dispose();
         _views.Clear();
+        foreach (var v in _slices.Values) v.Dispose();
+        _slices.Clear();
     }
 }

@@ -88,6 +88,27 @@ public sealed class OptimizerGraphTests
         RunSteps(new OptimizerOptions(new AdamWOptions(0.85, 0.99, 1e-8, 0.05), MaxGradNorm: 1.0, StepDType: DType.Float32), floatStep: true, expectClipped: [2, 4, 6]);
 
     [TestMethod]
+    [DataRow(null, 0.5)]
+    [DataRow(1.0, 0.5)]
+    [DataRow(100.0, 0.5)]
+    public void NormGraphGivesTheScaledNormAndTheUpdateScale(double? maxNorm, double gradScale)
+    {
+        var rng = new Random(4);
+        var g = Enumerable.Range(0, 37).Select(_ => (float)(2 * rng.NextDouble() - 1)).ToArray();
+        using var run = new GraphRunner(OrtRuntime.Cpu, OptimizerGraph.BuildNorm("flat", g.Length, maxNorm));
+        var r = run.Run(new Dictionary<string, HostTensor>
+        {
+            ["flat.grad"] = HostTensor.Of(g, g.Length),
+            [OptimizerGraph.GradScaleInput] = HostTensor.Of(new[] { (float)gradScale }),
+        });
+        var norm = Math.Sqrt(g.Sum(x => (double)x * x)) * gradScale;                   // ‖g · grad_scale‖
+        var scale = gradScale * (maxNorm is { } m ? Math.Min(1, m / (norm + GradClip.NormEps)) : 1);
+        Assert.AreEqual(norm, r[OptimizerGraph.GradNormOutput].Scalar(), Tol * norm);
+        Assert.AreEqual(scale, r[OptimizerGraph.UpdateScaleOutput].Scalar(), Tol * scale);
+        if (maxNorm == 1.0) Assert.IsLessThan(gradScale, scale, "this gradient's norm is above 1, so it is clipped");
+    }
+
+    [TestMethod]
     public void GraphHasTheDocumentedIoContract()
     {
         var g = OptimizerGraph.Build(Tensors, new OptimizerOptions(new AdamWOptions(), GradScaleInput: true));

@@ -3,6 +3,7 @@ using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.Trainer.Bench;
 using MixLoRA.Trainer.Cli;
+using MixLoRA.Trainer.Training;
 
 namespace MixLoRA.Trainer.Tests.Bench;
 
@@ -120,6 +121,40 @@ public sealed class BenchTests
     {
         var e = Assert.ThrowsExactly<UserError>(() => BenchRunner.Run(new BenchOptions { DType = DType.BFloat16, Steps = 1 }));
         StringAssert.Contains(e.Message, "float32");
+    }
+
+    [TestMethod]
+    public void CudaGraphOnTheCpuOrWithDropoutIsAUserError()
+    {
+        var cpu = Assert.ThrowsExactly<UserError>(() => BenchRunner.Run(new BenchOptions { CudaGraph = true, Steps = 1 }));
+        StringAssert.Contains(cpu.Message, "--device cuda");
+        // checked before the CUDA provider is loaded, so this runs on a machine without a GPU
+        var dropout = Assert.ThrowsExactly<UserError>(() => BenchRunner.Run(new BenchOptions { CudaGraph = true, Device = Runtime.Device.Cuda, Steps = 1 }));
+        StringAssert.Contains(dropout.Message, "lora_dropout 0.05");
+        StringAssert.Contains(dropout.Message, "lora_dropout 0 with --cuda-graph");
+    }
+
+    [TestMethod]
+    public void ChunkedOptimizerTrainsExactlyAsOneChunk()
+    {
+        // no dropout (ORT's masks differ between sessions) and clipping on (the bench clips at 1.0): the
+        // loss after two updates, with AdamW over 4,093-element chunks (a remainder chunk too), is bit-equal
+        BenchResult Run(long chunk) => BenchRunner.Run(new BenchOptions
+        {
+            Config = "tiny", Adapter = new AdapterChoice("mixlora", R, 2 * R, E, K, Dropout: 0), SeqLen = T, Batch = B, Steps = 2, Warmup = 1, OptimizerChunk = chunk,
+        });
+        var whole = Run(ChunkedOptimizer.DefaultChunk);
+        var chunked = Run(4093);
+        Assert.AreNotEqual(0, whole.Parameters.Trainable % 4093, "the chunks should leave a remainder");
+        Assert.AreEqual(whole.LastLoss, chunked.LastLoss, 0.0);
+    }
+
+    [TestMethod]
+    public void JsonSaysWhetherStepsRanAsACudaGraph()
+    {
+        var j = Bench("lora");
+        Assert.IsFalse(j.GetProperty("cuda_graph").GetBoolean());
+        Assert.AreEqual(JsonValueKind.Null, j.GetProperty("cuda_graph_nodes").ValueKind);
     }
 
     [TestMethod]

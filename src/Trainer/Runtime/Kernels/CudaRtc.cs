@@ -41,17 +41,22 @@ internal static unsafe class CudaRtc
         }
     }
 
-    private static nint Function(Api api, string name)
+    /// <summary>The calling thread's CUDA context: the device's primary one, made current when none is.</summary>
+    internal static nint CurrentContext(Api api)
     {
         nint ctx;
         Check(api, api.CtxGetCurrent(&ctx), "cuCtxGetCurrent");
-        if (ctx == 0)
-        {
-            // ORT's thread normally has the device's primary context current (the runtime API made it so)
-            Check(api, api.Init(0), "cuInit");
-            Check(api, api.PrimaryCtxRetain(&ctx, 0), "cuDevicePrimaryCtxRetain");
-            Check(api, api.CtxSetCurrent(ctx), "cuCtxSetCurrent");
-        }
+        if (ctx != 0) return ctx;
+        // ORT's thread normally has the device's primary context current (the runtime API made it so)
+        Check(api, api.Init(0), "cuInit");
+        Check(api, api.PrimaryCtxRetain(&ctx, 0), "cuDevicePrimaryCtxRetain");
+        Check(api, api.CtxSetCurrent(ctx), "cuCtxSetCurrent");
+        return ctx;
+    }
+
+    private static nint Function(Api api, string name)
+    {
+        var ctx = CurrentContext(api);
         lock (Gate)
         {
             if (!Modules.TryGetValue(ctx, out var module)) Modules[ctx] = module = new Module(Load(api), []);
@@ -133,7 +138,7 @@ internal static unsafe class CudaRtc
         if (result != 0) throw new InvalidOperationException($"{what} failed: {Marshal.PtrToStringUTF8(api.RtcError(result))}");
     }
 
-    private static void Check(Api api, int result, string what)
+    internal static void Check(Api api, int result, string what)
     {
         if (result == 0) return;
         nint text = 0;
@@ -141,7 +146,7 @@ internal static unsafe class CudaRtc
         throw new InvalidOperationException($"{what}: CUDA error {result} ({(text == 0 ? "unknown" : Marshal.PtrToStringUTF8(text))})");
     }
 
-    private static Api Libs()
+    internal static Api Libs()
     {
         lock (Gate)
         {
@@ -150,7 +155,7 @@ internal static unsafe class CudaRtc
     }
 
     /// <summary>The driver and NVRTC entry points used here.</summary>
-    private sealed class Api
+    internal sealed class Api
     {
         public delegate* unmanaged<uint, int> Init;
         public delegate* unmanaged<nint*, int, int> PrimaryCtxRetain;
@@ -170,6 +175,16 @@ internal static unsafe class CudaRtc
         public delegate* unmanaged<nint, byte*, int> GetProgramLog;
         public delegate* unmanaged<nint*, int> DestroyProgram;
         public delegate* unmanaged<int, nint> RtcError;
+        public delegate* unmanaged<nint*, uint, int> StreamCreate;
+        public delegate* unmanaged<nint, int> StreamSynchronize;
+        public delegate* unmanaged<int> CtxSynchronize;
+        public delegate* unmanaged<nint, int, int> StreamBeginCapture;
+        public delegate* unmanaged<nint, nint*, int> StreamEndCapture;
+        public delegate* unmanaged<nint*, nint, ulong, int> GraphInstantiate;
+        public delegate* unmanaged<nint, nint, int> GraphLaunch;
+        public delegate* unmanaged<nint, nint*, nuint*, int> GraphGetNodes;
+        public delegate* unmanaged<nint, int> GraphDestroy;
+        public delegate* unmanaged<nint, int> GraphExecDestroy;
 
         public static Api Load()
         {
@@ -196,6 +211,16 @@ internal static unsafe class CudaRtc
                 GetProgramLog = (delegate* unmanaged<nint, byte*, int>)NativeLibrary.GetExport(rtc, "nvrtcGetProgramLog"),
                 DestroyProgram = (delegate* unmanaged<nint*, int>)NativeLibrary.GetExport(rtc, "nvrtcDestroyProgram"),
                 RtcError = (delegate* unmanaged<int, nint>)NativeLibrary.GetExport(rtc, "nvrtcGetErrorString"),
+                StreamCreate = (delegate* unmanaged<nint*, uint, int>)NativeLibrary.GetExport(cuda, "cuStreamCreate"),
+                StreamSynchronize = (delegate* unmanaged<nint, int>)NativeLibrary.GetExport(cuda, "cuStreamSynchronize"),
+                CtxSynchronize = (delegate* unmanaged<int>)NativeLibrary.GetExport(cuda, "cuCtxSynchronize"),
+                StreamBeginCapture = (delegate* unmanaged<nint, int, int>)NativeLibrary.GetExport(cuda, "cuStreamBeginCapture_v2"),
+                StreamEndCapture = (delegate* unmanaged<nint, nint*, int>)NativeLibrary.GetExport(cuda, "cuStreamEndCapture"),
+                GraphInstantiate = (delegate* unmanaged<nint*, nint, ulong, int>)NativeLibrary.GetExport(cuda, "cuGraphInstantiateWithFlags"),
+                GraphLaunch = (delegate* unmanaged<nint, nint, int>)NativeLibrary.GetExport(cuda, "cuGraphLaunch"),
+                GraphGetNodes = (delegate* unmanaged<nint, nint*, nuint*, int>)NativeLibrary.GetExport(cuda, "cuGraphGetNodes"),
+                GraphDestroy = (delegate* unmanaged<nint, int>)NativeLibrary.GetExport(cuda, "cuGraphDestroy"),
+                GraphExecDestroy = (delegate* unmanaged<nint, int>)NativeLibrary.GetExport(cuda, "cuGraphExecDestroy"),
             };
         }
 
