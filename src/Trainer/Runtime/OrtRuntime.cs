@@ -49,7 +49,7 @@ public sealed class OrtRuntime
 
     /// <summary>
     /// The allocator for device-resident tensors: the CPU default, or the CUDA device's shared allocator
-    /// owned by the environment (sessions use it too, through session.use_env_allocators).
+    /// owned by the environment (sessions use it only with MIXLORA_ENV_ALLOCATORS=1).
     /// </summary>
     public OrtAllocator DeviceAllocator()
     {
@@ -59,18 +59,13 @@ public sealed class OrtRuntime
             var env = OrtEnv.Instance();
             return env.GetSharedAllocator(DeviceMemory)
                 ?? env.CreateSharedAllocator(_epDevices[0], OrtDeviceMemoryType.DEFAULT, OrtAllocatorType.ArenaAllocator,
-                    // sessions allocate from this arena (session.use_env_allocators): grow it by what is
-                    // requested ("1" = kSameAsRequested), not by powers of two (the default)
+                    // the trainer's device tensors (weights, state) live here (sessions only with
+                    // MIXLORA_ENV_ALLOCATORS=1): grow it by what is requested ("1" = kSameAsRequested), not by
+                    // powers of two (the default)
                     new Dictionary<string, string> { ["arena.extend_strategy"] = "1" });
         }
     }
 
-    /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>
-    /// <summary>
-    /// MIXLORA_STRICT_PLACEMENT=1: session creation fails when any node is assigned to the CPU. Off by
-    /// default because ORT deliberately places small int64 shape computations on the CPU; placement of
-    /// compute nodes is checked from the profiler instead (mixlora-bench reports it).
-    /// </summary>
     /// <summary>
     /// Whether the CUDA grad step is captured as a CUDA graph after its first runs and replayed
     /// (`--cuda-graph`; see <see cref="CheckCudaGraphs"/>).
@@ -91,6 +86,11 @@ public sealed class OrtRuntime
             "ONNX Runtime's Dropout would replay one mask every step: use lora_dropout 0 with --cuda-graph, or drop --cuda-graph");
     }
 
+    /// <summary>
+    /// MIXLORA_STRICT_PLACEMENT=1: session creation fails when any node is assigned to the CPU. Off by
+    /// default because ORT deliberately places small int64 shape computations on the CPU; placement of
+    /// compute nodes is checked from the profiler instead (mixlora-bench reports it).
+    /// </summary>
     public static bool StrictPlacement { get; } = Environment.GetEnvironmentVariable("MIXLORA_STRICT_PLACEMENT") == "1";
 
     /// <summary>MIXLORA_CUDA_OPTIONS="k=v;k=v" replaces the provider options (for diagnosis).</summary>
@@ -103,6 +103,7 @@ public sealed class OrtRuntime
         return new() { ["arena_extend_strategy"] = "kSameAsRequested", ["use_tf32"] = "0" };
     }
 
+    /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>
     /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only; default <see cref="StrictPlacement"/>).</param>
     /// <param name="stream">a CUDA stream for the session to compute on (0: the provider's own).</param>
     public SessionOptions Options(bool profile = false, bool? strict = null, nint stream = 0)
@@ -130,9 +131,9 @@ public sealed class OrtRuntime
             o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, provider);
             if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
             // each session allocates from its own arena, dynamically (no memory pattern). Measured on the H100
-            // (README): the environment's shared arena made steps 25-35% slower, and memory patterns kept a
-            // step's peak as one block (TinyLlama MixLoRA 34 GiB against 20); MIXLORA_ENV_ALLOCATORS=1 and
-            // MIXLORA_MEM_PATTERN=1 bring either back for comparison
+            // (README, GPU): with the environment's shared arena steps took 19-35% longer (7B MixLoRA 255 vs
+            // 214 ms), and memory patterns kept the first run's allocations beside the pattern block (TinyLlama
+            // MixLoRA 34-36 GiB against 20-21); MIXLORA_ENV_ALLOCATORS=1 / MIXLORA_MEM_PATTERN=1 bring either back
             if (Environment.GetEnvironmentVariable("MIXLORA_ENV_ALLOCATORS") == "1") o.AddSessionConfigEntry("session.use_env_allocators", "1");
             o.EnableMemoryPattern = Environment.GetEnvironmentVariable("MIXLORA_MEM_PATTERN") == "1";
         }

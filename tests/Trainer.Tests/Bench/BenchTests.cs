@@ -146,6 +146,7 @@ public sealed class BenchTests
         var whole = Run(ChunkedOptimizer.DefaultChunk);
         var chunked = Run(4093);
         Assert.AreNotEqual(0, whole.Parameters.Trainable % 4093, "the chunks should leave a remainder");
+        Assert.IsTrue(double.IsFinite(whole.LastLoss), $"loss {whole.LastLoss}");           // NaN would compare equal
         Assert.AreEqual(whole.LastLoss, chunked.LastLoss, 0.0);
     }
 
