@@ -41,10 +41,25 @@ public static class OptimizerGraph
     }
 
     /// <summary>
+    /// The second half of a chunked step: grad × grad_scale → AdamW for one tensor, without the norm that
+    /// <see cref="Build"/> always computes (the chunk's norm is not the step's). Same IO as <see cref="Build"/>
+    /// with <see cref="OptimizerOptions.GradScaleInput"/>, less <c>grad_norm</c>.
+    /// </summary>
+    public static Graph BuildUpdate(ParamSpec tensor, AdamWOptions adamW)
+    {
+        var b = new Builder("optimizer_update");
+        var (step, lr) = AdamW.DeclareScalars(b);
+        var param = b.Input(tensor.Name, DType.Float32, Shape.Of(tensor.Shape));
+        var grad = b.Mul(b.Input(AdamW.GradName(tensor.Name), DType.Float32, param.Shape), b.Input(GradScaleInput, DType.Float32, Shape.Scalar));
+        AdamW.EmitWithState(b, adamW, [(param, grad)], step, lr);
+        return b.Build();
+    }
+
+    /// <summary>
     /// The first half of a step split over chunks of one flat vector: input <c>&lt;name&gt;.grad</c> (count)
     /// and <c>grad_scale</c> (positive); outputs <c>grad_norm</c> (of the scaled gradient, as <see cref="EmitStep"/>) and
     /// <c>update_scale</c> = grad_scale × the clip factor (grad_scale alone without clipping). Each chunk is
-    /// then updated by <see cref="Build"/> without clipping, its grad_scale input fed update_scale: a chunk's
+    /// then updated by <see cref="BuildUpdate"/>, its grad_scale input fed update_scale: a chunk's
     /// temporaries are chunk-sized, where one graph over the whole vector holds several of its size.
     /// </summary>
     public static Graph BuildNorm(string name, long count, double? maxGradNorm)

@@ -26,7 +26,7 @@ public static class BenchCommand
         var device = new Option<string>("--device") { Description = "cpu | cuda", DefaultValueFactory = _ => "cpu" };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute each decoder layer's activations in the backward (activation checkpointing)" };
         var noFused = new Option<bool>("--no-fused-kernels") { Description = "compose MixLoRA's expert activations, the experts' LoRA and the loss from ONNX ops instead of the trainer's fused kernels" };
-        var cudaGraph = new Option<bool>("--cuda-graph") { Description = "replay the grad step as a CUDA graph after two plain runs (cuda; needs lora dropout 0: ONNX Runtime's Dropout masks would repeat)" };
+        var cudaGraph = CliHost.CudaGraphOption();
         var steps = new Option<int>("--steps") { Description = "timed steps", DefaultValueFactory = _ => 10 };
         var warmup = new Option<int>("--warmup") { Description = "untimed steps first", DefaultValueFactory = _ => 3 };
         var peak = new Option<double?>("--peak-tflops") { Description = "device peak for MFU (default 989.4 on cuda in bf16/fp16)" };

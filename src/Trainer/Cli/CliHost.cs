@@ -9,6 +9,12 @@ namespace MixLoRA.Trainer.Cli;
 /// </summary>
 public static class CliHost
 {
+    /// <summary>`--cuda-graph`, shared by mixlora-train and mixlora-bench.</summary>
+    public static Option<bool> CudaGraphOption() => new("--cuda-graph")
+    {
+        Description = "replay the grad step as a CUDA graph after two plain runs (cuda; needs lora dropout 0: ONNX Runtime's Dropout masks would repeat)",
+    };
+
     public static int Guard(Func<int> body)
     {
         try

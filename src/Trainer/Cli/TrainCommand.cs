@@ -39,7 +39,7 @@ public static class TrainCommand
         var evalData = new Option<string[]>("--eval-data") { Description = "evaluation data", Arity = ArgumentArity.ZeroOrMore };
         var evalSteps = new Option<int>("--eval-steps") { DefaultValueFactory = _ => 0, Description = "evaluate every N steps (and at the end)" };
         var quiet = new Option<bool>("--quiet") { Description = "no progress output" };
-        var cudaGraph = new Option<bool>("--cuda-graph") { Description = "replay the grad step as a CUDA graph after two plain runs (cuda; needs lora dropout 0: ONNX Runtime's Dropout masks would repeat)" };
+        var cudaGraph = CliHost.CudaGraphOption();
         var saveBin = new Option<bool>("--save-bin") { Description = "also write OUT/adapter/adapter_model.bin (the reference's torch format)" };
         var command = new RootCommand("mixlora-train: train a MixLoRA / LoRA adapter (without --artifacts: the embedded demo on a generated tiny model)")
         {

@@ -14,7 +14,7 @@ namespace MixLoRA.Trainer.Training;
 ///   for each chunk [o, o + n):  p, g, m, v views ──► AdamW (grad_scale := update_scale) ──► p, m, v views
 /// </code>
 /// One graph over the whole vector keeps several vector-sized fp32 temporaries alive (AdamW's products
-/// and sums; ~4 × 0.8 GB for the 7B MixLoRA adapter); per chunk they are chunk-sized. The norm is global,
+/// and sums, 0.8 GB each for the 7B MixLoRA adapter); per chunk they are chunk-sized. The norm is global,
 /// so clipping is the same as in one graph; each element's update is the same arithmetic.
 /// <para>The outputs are bound to the inputs' memory (in place, no second buffers: 2.4 GB for that adapter).
 /// That is safe for this graph: p, m and v are each read by one elementwise node, which runs before (m, v)
@@ -30,7 +30,7 @@ public sealed class ChunkedOptimizer : IDisposable
     private readonly TrainState _state;
     private readonly BoundSession _norm;
     private readonly Dictionary<long, BoundSession> _update = [];
-    private readonly OrtValue _updateScale, _chunkNorm;
+    private readonly OrtValue _updateScale;
     private readonly long _chunk;
 
     public ChunkedOptimizer(OrtRuntime rt, DeviceTensors store, TrainState state, OptimizerOptions o, long chunk = DefaultChunk)
@@ -38,13 +38,11 @@ public sealed class ChunkedOptimizer : IDisposable
         GraphBuilder.Fail.If(chunk < 1, $"optimizer chunk {chunk} must be positive", "use the default");
         (_state, _chunk) = (state, Math.Min(chunk, Math.Max(1, state.Count)));
         _norm = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.BuildNorm(Flat, state.Count, o.MaxGradNorm)));
-        var update = o with { MaxGradNorm = null, GradScaleInput = true };
         foreach (var n in new[] { _chunk, state.Count % _chunk }.Where(n => n > 0).Distinct())
         {
-            _update[n] = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.Build([new ParamSpec(Flat, [n])], update)));
+            _update[n] = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.BuildUpdate(new ParamSpec(Flat, [n]), o.AdamW)));
         }
         _updateScale = store.Allocate(DType.Float32, []);
-        _chunkNorm = store.Allocate(DType.Float32, []);
     }
 
     /// <summary>Norm and update scale of the current gradients, then AdamW in place chunk by chunk.</summary>
@@ -70,7 +68,6 @@ public sealed class ChunkedOptimizer : IDisposable
             var outputs = new Dictionary<string, OrtValue>
             {
                 [AdamW.NewName(Flat)] = At(s.Params), [AdamW.MNewName(Flat)] = At(s.M), [AdamW.VNewName(Flat)] = At(s.V),
-                [OptimizerGraph.GradNormOutput] = _chunkNorm,
             };
             _update[n].Run(inputs, outputs);
         }

@@ -84,11 +84,7 @@ public sealed class TrainState : IDisposable
     {
         if (_views.TryGetValue(buffer, out var views)) return views;
         views = [];
-        var basePtr = Address(buffer);
-        foreach (var ((key, offset, count), t) in Layout.Zip(Trainable))
-        {
-            views[key] = OrtValue.CreateTensorValueWithData(_rt.DeviceMemory, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float, t.Shape, basePtr + (nint)(offset * 4), count * 4);
-        }
+        foreach (var ((key, offset, count), t) in Layout.Zip(Trainable)) views[key] = View(buffer, offset, t.Shape, count);
         _views[buffer] = views;
         return views;
     }
@@ -97,9 +93,12 @@ public sealed class TrainState : IDisposable
     public OrtValue Slice(OrtValue buffer, long offset, long count)
     {
         if (_slices.TryGetValue((buffer, offset, count), out var view)) return view;
-        view = OrtValue.CreateTensorValueWithData(_rt.DeviceMemory, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float, [count], Address(buffer) + (nint)(offset * 4), count * 4);
-        return _slices[(buffer, offset, count)] = view;
+        return _slices[(buffer, offset, count)] = View(buffer, offset, [count], count);
     }
+
+    /// <summary>An fp32 tensor of <paramref name="shape"/> over <paramref name="count"/> elements of a flat buffer.</summary>
+    private OrtValue View(OrtValue buffer, long offset, long[] shape, long count) =>
+        OrtValue.CreateTensorValueWithData(_rt.DeviceMemory, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float, shape, Address(buffer) + (nint)(offset * 4), count * 4);
 
     private readonly Dictionary<(OrtValue, long, long), OrtValue> _slices = [];
 

@@ -109,6 +109,17 @@ public sealed class OptimizerGraphTests
     }
 
     [TestMethod]
+    public void UpdateGraphIsTheStepLessItsNorm()
+    {
+        var t = Tensors[0];
+        var full = OptimizerGraph.Build([t], new OptimizerOptions(new AdamWOptions(), GradScaleInput: true));
+        var update = OptimizerGraph.BuildUpdate(t, new AdamWOptions());
+        CollectionAssert.AreEquivalent(full.Inputs.Select(v => v.Name).ToArray(), update.Inputs.Select(v => v.Name).ToArray());
+        CollectionAssert.AreEquivalent(full.Outputs.Select(v => v.Name).Where(n => n != OptimizerGraph.GradNormOutput).ToArray(), update.Outputs.Select(v => v.Name).ToArray());
+        Assert.IsFalse(update.Nodes.Any(n => n.OpType == "ReduceSum"), "no norm reduction over the chunk");
+    }
+
+    [TestMethod]
     public void GraphHasTheDocumentedIoContract()
     {
         var g = OptimizerGraph.Build(Tensors, new OptimizerOptions(new AdamWOptions(), GradScaleInput: true));
