@@ -50,6 +50,12 @@ public static class SwiGluSlotsOps
                 var (h, m) = b.SwiGluSlots(x[0], x[1], x[2], x[3], x[4], x[5], 0.4, salt: 3);
                 return b.Add(b.Mul(m, m), b.Squeeze(b.SumSlices(h, 1, 2), 1));
             }, Spec.F(3, 6), Spec.F(3, 6), Spec.F(3, 2, 6), Spec.F(3, 2, 6), Spec.F(3, 2), Spec.Ints([11])),
+            // F = 20: the CPU kernels' vector loops (8 or 16 lanes) and their scalar tails both run
+            GradCase.Float32("dropout-wide", (b, x) =>
+            {
+                var (h, m) = b.SwiGluSlots(x[0], x[1], x[2], x[3], x[4], x[5], 0.3, salt: 1);
+                return b.Add(b.Mul(m, m), b.Squeeze(b.SumSlices(h, 1, 2), 1));
+            }, Spec.F(2, 20), Spec.F(2, 20), Spec.F(2, 2, 20), Spec.F(2, 2, 20), Spec.F(2, 2), Spec.Ints([5])),
         ],
     };
 

@@ -1,14 +1,15 @@
 using System.Buffers;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 
 namespace MixLoRA.Trainer.Runtime.Kernels;
 
 /// <summary>
 /// The <see cref="GraphBuilder.Ops.SlotLoraOps"/> kernels in float32 on the CPU: SlotLora (X, A, B, Experts → Y) and
-/// SlotLoraGrad (X, A, B, Experts, dY → dX, dA, dB). Every product is a <see cref="CpuBlas.Combine"/> over one expert's
-/// blocks, laid out once per call so that each is contiguous: A_eᵀ (in, R), B_eᵀ (R, out), B_e (out, R).
-/// The forward runs in parallel over slots; the backward over experts, so each thread owns its expert's dA and dB
-/// rows; per-slot dx rows are summed over a token's slots afterwards when X is shared.
+/// SlotLoraGrad (X, A, B, Experts, dY → dX, dA, dB). Slots are sorted by expert (a counting sort) and every product is a
+/// <see cref="CpuBlas.Gemm"/> over one expert's slots, with A_eᵀ (in, R) and B_eᵀ (R, out) laid out once per call.
+/// The forward runs in parallel over blocks of one expert's slots; the backward over experts, so each thread owns its
+/// expert's dA and dB rows; per-slot dx rows are summed over a token's slots afterwards when X is shared.
 /// </summary>
 internal static unsafe class SlotLoraCpu
 {
@@ -24,10 +25,8 @@ internal static unsafe class SlotLoraCpu
     {
         public long Slots => N * K;
 
-        public ReadOnlySpan<float> XRow(long slot) => new((float*)X + ((PerSlot ? slot : slot / K) * In), In);
-
-        /// <summary>Expert e's R rows of A (R, in).</summary>
-        public ReadOnlySpan<float> ABlock(int e) => new((float*)A + ((long)e * R * In), R * In);
+        /// <summary>Slot's X row (in).</summary>
+        public float* XPtr(long slot) => (float*)X + ((PerSlot ? slot : slot / K) * In);
 
         public int Expert(long slot) => (int)((long*)Experts)[slot];
 
@@ -48,52 +47,71 @@ internal static unsafe class SlotLoraCpu
         }
     }
 
-    /// <summary>Per-expert contiguous copies: Aᵀ blocks (E, in, R), Bᵀ blocks (E, R, out) and B blocks (E, out, R).</summary>
+    /// <summary>Per-expert contiguous copies: Aᵀ blocks (E, in, R) and, for the forward, Bᵀ blocks (E, R, out).</summary>
     private sealed class Layouts : IDisposable
     {
         private readonly Call _c;
-        private readonly float[] _at, _bt, _bx;
+        private readonly float[] _at, _bt;
 
         public Layouts(Call c, bool withB)
         {
             _c = c;
-            (_at, _bt, _bx) = (Rent(c.E * c.In * c.R), Rent(c.E * c.R * c.Out), withB ? Rent(c.E * c.Out * c.R) : []);
-            CpuBlas.Transpose(new ReadOnlySpan<float>((float*)c.B, c.Out * c.E * c.R), c.Out, c.E * c.R, _bt);   // Bᵀ (E·R, out): expert e's R rows are B_eᵀ
+            (_at, _bt) = (Rent(c.E * c.In * c.R), withB ? Rent(c.E * c.R * c.Out) : []);
+            if (withB) CpuBlas.Transpose(new ReadOnlySpan<float>((float*)c.B, c.Out * c.E * c.R), c.Out, c.E * c.R, _bt);   // Bᵀ (E·R, out): expert e's R rows are B_eᵀ
             for (var e = 0; e < c.E; e++)
-            {
-                CpuBlas.Transpose(new ReadOnlySpan<float>((float*)c.A + ((long)e * c.R * c.In), c.R * c.In), c.R, c.In, AT(e));   // (R, in) → (in, R)
-                if (withB) CpuBlas.Transpose(BT(e), c.R, c.Out, _bx.AsSpan(e * c.Out * c.R, c.Out * c.R));                    // (R, out) → (out, R)
-            }
+                CpuBlas.Transpose(new ReadOnlySpan<float>((float*)c.A + ((long)e * c.R * c.In), c.R * c.In), c.R, c.In, _at.AsSpan(e * c.In * c.R, c.In * c.R));   // (R, in) → (in, R)
         }
 
-        public Span<float> AT(int e) => _at.AsSpan(e * _c.In * _c.R, _c.In * _c.R);
+        public float* AT(int e) => (float*)Unsafe.AsPointer(ref _at[e * _c.In * _c.R]);
 
-        public ReadOnlySpan<float> BT(int e) => _bt.AsSpan(e * _c.R * _c.Out, _c.R * _c.Out);
-
-        public ReadOnlySpan<float> B(int e) => _bx.AsSpan(e * _c.Out * _c.R, _c.Out * _c.R);
+        public float* BT(int e) => (float*)Unsafe.AsPointer(ref _bt[e * _c.R * _c.Out]);
 
         public void Dispose()
         {
             ArrayPool<float>.Shared.Return(_at);
-            ArrayPool<float>.Shared.Return(_bt);
-            if (_bx.Length > 0) ArrayPool<float>.Shared.Return(_bx);
+            if (_bt.Length > 0) ArrayPool<float>.Shared.Return(_bt);
         }
 
         private static float[] Rent(int n) => ArrayPool<float>.Shared.Rent(Math.Max(1, n));
     }
 
+    /// <summary>Up to this many of one expert's slots per forward work item (rows of one pair of GEMMs).</summary>
+    private const int Block = 64;
+
     private static void Forward(nint ctx, NodeAttrs attrs)
     {
         var c = Call.Of(ctx, attrs);
         var y = (float*)KernelIO.Out(ctx, 0, c.N, c.K, c.Out);
-        using var l = new Layouts(c, withB: false);
-        CpuParallel.Rows(ctx, c.Slots, (long)c.R * (c.In + c.Out), c.R, (s, z) =>
+        using var l = new Layouts(c, withB: true);
+        var order = ByExpert(c, out var start);
+        var items = new List<(int E, int From, int To)>();
+        for (var e = 0; e < c.E; e++)
+            for (var i = start[e]; i < start[e + 1]; i += Block) items.Add((e, i, Math.Min(start[e + 1], i + Block)));
+        var z = ArrayPool<float>.Shared.Rent((int)Math.Max(1, c.Slots * c.R));
+        try
         {
-            var e = c.Expert(s);
-            CpuBlas.Combine(c.XRow(s), l.AT(e), c.R, z);                                  // z = A_e x
-            TensorPrimitives.Multiply(z, c.Scale, z);                                       //     · s
-            CpuBlas.Combine(z, l.BT(e), c.Out, new Span<float>(y + (s * c.Out), c.Out));   // y = B_e z
-        });
+            fixed (float* zb = z)
+            {
+                var zs = zb;
+                CpuParallel.Rows(ctx, items.Count, (long)Block * c.R * (c.In + c.Out), 0, (t, _) =>
+                {
+                    var (e, from, to) = items[(int)t];
+                    var m = to - from;
+                    Span<nint> x = stackalloc nint[m], zr = stackalloc nint[m], yr = stackalloc nint[m];
+                    for (var i = 0; i < m; i++)
+                    {
+                        var s = order[from + i];
+                        (x[i], zr[i], yr[i]) = ((nint)c.XPtr(s), (nint)(zs + ((long)(from + i) * c.R)), (nint)(y + (s * c.Out)));
+                    }
+                    CpuBlas.Gemm(x, zr, c.In, l.AT(e), c.R, c.R, c.Scale);                    // z = s · A_e x
+                    CpuBlas.Gemm(zr, yr, c.R, l.BT(e), c.Out, c.Out);                         // y = B_e z
+                });
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(z);
+        }
     }
 
     private static void Backward(nint ctx, NodeAttrs attrs)
@@ -108,13 +126,14 @@ internal static unsafe class SlotLoraCpu
         var slotDx = c.PerSlot ? null : ArrayPool<float>.Shared.Rent((int)(c.Slots * c.In));
         try
         {
-            using var l = new Layouts(c, withB: true);
+            using var l = new Layouts(c, withB: false);
             var order = ByExpert(c, out var start);
-            fixed (float* sdx = slotDx)
+            fixed (float* sdx = slotDx, dbtp = dbt)
             {
                 var rows = c.PerSlot ? dx : sdx;
+                var dbts = dbtp;
                 CpuParallel.Rows(ctx, c.E, c.Slots * c.R * (2L * (c.In + c.Out)) / c.E, 0, (e, _) =>
-                    Expert(c, l, (int)e, order.AsSpan(start[e], start[e + 1] - start[e]), dy, rows, da, dbt));
+                    Expert(c, l, (int)e, order.AsSpan(start[e], start[e + 1] - start[e]), dy, rows, da, dbts));
                 if (!c.PerSlot) SumSlots(ctx, c, sdx, dx);
             }
             CpuBlas.Transpose(dbt.AsSpan(0, c.E * c.R * c.Out), c.E * c.R, c.Out, new Span<float>(db, c.Out * c.E * c.R));   // dB (out, E·R)
@@ -127,44 +146,46 @@ internal static unsafe class SlotLoraCpu
     }
 
     /// <summary>
-    /// Expert e's M slots: each slot's dx row, then dA_e = dZᵀ X_e and dB_eᵀ = Zᵀ dY_e over the slots gathered
-    /// into contiguous (M, in) and (M, out) blocks.
+    /// Expert e's M slots, gathered into contiguous X_e (M, in) and dY_e (M, out): Z = s X_e A_eᵀ and dZ = s dY_e B_e
+    /// (M, R), each slot's dx = dZ A_e, dA_e = dZᵀ X_e and dB_eᵀ = Zᵀ dY_e, all as <see cref="CpuBlas.Gemm"/> calls.
     /// </summary>
-    private static void Expert(Call c, Layouts l, int e, ReadOnlySpan<int> slots, float* dy, float* dxRows, float* da, float[] dbt)
+    private static void Expert(Call c, Layouts l, int e, ReadOnlySpan<int> slots, float* dy, float* dxRows, float* da, float* dbt)
     {
         var m = slots.Length;
-        var (rIn, rOut) = (c.R * c.In, c.R * c.Out);
-        var daE = new Span<float>(da + ((long)e * rIn), rIn);
-        var dbtE = dbt.AsSpan(e * rOut, rOut);
-        var buffer = ArrayPool<float>.Shared.Rent((m * (c.In + c.Out + (2 * c.R))) + (2 * c.R));
+        var (er, rIn, rOut) = (c.E * c.R, c.R * c.In, c.R * c.Out);
+        var buffer = ArrayPool<float>.Shared.Rent((m * (c.In + c.Out + (4 * c.R))) + 1);
+        var ptrs = ArrayPool<nint>.Shared.Rent((4 * m) + (4 * c.R));
         try
         {
-            var all = buffer.AsSpan();
-            Span<float> xs = all[..(m * c.In)], dys = all.Slice(m * c.In, m * c.Out);
-            Span<float> zt = all.Slice(m * (c.In + c.Out), m * c.R), dzt = all.Slice((m * (c.In + c.Out)) + (m * c.R), m * c.R);
-            Span<float> z = all.Slice(m * (c.In + c.Out + (2 * c.R)), c.R), dz = all.Slice((m * (c.In + c.Out + (2 * c.R))) + c.R, c.R);
-            for (var i = 0; i < m; i++)
+            fixed (float* all = buffer)
             {
-                var s = slots[i];
-                Span<float> x = xs.Slice(i * c.In, c.In), g = dys.Slice(i * c.Out, c.Out);
-                c.XRow(s).CopyTo(x);
-                new ReadOnlySpan<float>(dy + ((long)s * c.Out), c.Out).CopyTo(g);
-                CpuBlas.Combine(x, l.AT(e), c.R, z);                                      // z = s · A_e x
-                CpuBlas.Combine(g, l.B(e), c.R, dz);                                      // dz = s · B_eᵀ dy
-                TensorPrimitives.Multiply(z, c.Scale, z);
-                TensorPrimitives.Multiply(dz, c.Scale, dz);
-                CpuBlas.Combine(dz, c.ABlock(e), c.In, new Span<float>(dxRows + ((long)s * c.In), c.In));   // dx = A_eᵀ dz
-                for (var r = 0; r < c.R; r++) (zt[(r * m) + i], dzt[(r * m) + i]) = (z[r], dz[r]);
-            }
-            for (var r = 0; r < c.R; r++)
-            {
-                CpuBlas.Combine(dzt.Slice(r * m, m), xs, c.In, daE.Slice(r * c.In, c.In));          // dA_e[r] = Σ_i dz_ir x_i
-                CpuBlas.Combine(zt.Slice(r * m, m), dys, c.Out, dbtE.Slice(r * c.Out, c.Out));      // dB_eᵀ[r] = Σ_i z_ir dy_i
+                float* xs = all, dys = xs + (m * c.In), z = dys + (m * c.Out), dz = z + (m * c.R), zt = dz + (m * c.R), dzt = zt + (m * c.R);
+                Span<nint> p = ptrs;
+                Span<nint> xr = p[..m], dyr = p.Slice(m, m), zr = p.Slice(2 * m, m), dzr = p.Slice(3 * m, m);
+                Span<nint> ztr = p.Slice(4 * m, c.R), dztr = p.Slice((4 * m) + c.R, c.R), dar = p.Slice((4 * m) + (2 * c.R), c.R), dbr = p.Slice((4 * m) + (3 * c.R), c.R);
+                for (var i = 0; i < m; i++)
+                {
+                    var s = slots[i];
+                    new ReadOnlySpan<float>(c.XPtr(s), c.In).CopyTo(new Span<float>(xs + (i * c.In), c.In));
+                    new ReadOnlySpan<float>(dy + ((long)s * c.Out), c.Out).CopyTo(new Span<float>(dys + (i * c.Out), c.Out));
+                    (xr[i], dyr[i], zr[i], dzr[i]) = ((nint)(xs + (i * c.In)), (nint)(dys + (i * c.Out)), (nint)(z + (i * c.R)), (nint)(dz + (i * c.R)));
+                }
+                CpuBlas.Gemm(xr, zr, c.In, l.AT(e), c.R, c.R, c.Scale);                            // Z = s X_e A_eᵀ
+                CpuBlas.Gemm(dyr, dzr, c.Out, (float*)c.B + ((long)e * c.R), er, c.R, c.Scale);    // dZ = s dY_e B_e
+                for (var i = 0; i < m; i++) xr[i] = (nint)(dxRows + ((long)slots[i] * c.In));
+                CpuBlas.Gemm(dzr, xr, c.R, (float*)c.A + ((long)e * rIn), c.In, c.In);            // dx = dZ A_e
+                CpuBlas.Transpose(new ReadOnlySpan<float>(z, m * c.R), m, c.R, new Span<float>(zt, m * c.R));
+                CpuBlas.Transpose(new ReadOnlySpan<float>(dz, m * c.R), m, c.R, new Span<float>(dzt, m * c.R));
+                for (var r = 0; r < c.R; r++)
+                    (ztr[r], dztr[r], dar[r], dbr[r]) = ((nint)(zt + (r * m)), (nint)(dzt + (r * m)), (nint)(da + ((long)e * rIn) + (r * c.In)), (nint)(dbt + ((long)e * rOut) + (r * c.Out)));
+                CpuBlas.Gemm(dztr, dar, m, xs, c.In, c.In);                                     // dA_e = dZᵀ X_e
+                CpuBlas.Gemm(ztr, dbr, m, dys, c.Out, c.Out);                                   // dB_eᵀ = Zᵀ dY_e
             }
         }
         finally
         {
             ArrayPool<float>.Shared.Return(buffer);
+            ArrayPool<nint>.Shared.Return(ptrs);
         }
     }
 
