@@ -18,5 +18,8 @@ public enum FusedOps
     /// <summary>Each slot's expert LoRA, gathered per slot instead of masked over all experts (<see cref="SlotLoraOps"/>).</summary>
     SlotLora = 4,
 
-    All = SwiGluSlots | CrossEntropy | SlotLora,
+    /// <summary>The optimizer's AdamW update, one pass per chunk (<see cref="AdamWOps"/>; the optimizer graph, not the grad step).</summary>
+    AdamW = 8,
+
+    All = SwiGluSlots | CrossEntropy | SlotLora | AdamW,
 }

@@ -62,12 +62,15 @@ public static class AdamW
     /// Declares <c>&lt;name&gt;.m</c> / <c>&lt;name&gt;.v</c> inputs for each (parameter, gradient), emits the
     /// update and marks <c>&lt;name&gt;.new</c>, <c>.m.new</c>, <c>.v.new</c> as graph outputs.
     /// </summary>
-    public static IReadOnlyList<AdamWResult> EmitWithState(Builder b, AdamWOptions o, IReadOnlyList<(Value Param, Value Grad)> trained, Value step, Value lr)
+    /// <param name="gradScale">a float32 scalar the gradients are multiplied by first (null: none).</param>
+    /// <param name="fused">one <see cref="AdamWOps"/> node per tensor (the trainer's CPU kernel) instead of the composed nodes.</param>
+    public static IReadOnlyList<AdamWResult> EmitWithState(Builder b, AdamWOptions o, IReadOnlyList<(Value Param, Value Grad)> trained, Value step, Value lr,
+        Value? gradScale = null, bool fused = false)
     {
         var slots = trained.Select(t => new AdamWSlot(t.Param, t.Grad,
             b.Input(MName(t.Param.Name), DType.Float32, t.Param.Shape),
             b.Input(VName(t.Param.Name), DType.Float32, t.Param.Shape))).ToArray();
-        var results = Emit(b, o, slots, step, lr);
+        var results = Emit(b, o, slots, step, lr, gradScale, fused);
         for (var i = 0; i < slots.Length; i++)
         {
             var name = slots[i].Param.Name;
@@ -79,12 +82,21 @@ public static class AdamW
     }
 
     /// <summary>Emits the update nodes for existing values (inside any graph); declares nothing.</summary>
-    public static IReadOnlyList<AdamWResult> Emit(Builder b, AdamWOptions o, IReadOnlyList<AdamWSlot> slots, Value step, Value lr)
+    public static IReadOnlyList<AdamWResult> Emit(Builder b, AdamWOptions o, IReadOnlyList<AdamWSlot> slots, Value step, Value lr, Value? gradScale = null, bool fused = false)
     {
         o.Validate();
         using var _ = b.Scope("adamw");
         var k = Coefficients(b, o, step, lr);
-        return slots.Select(s => Update(b, k, s)).ToArray();
+        if (fused) return slots.Select(s => Fused(b, k, s, gradScale)).ToArray();
+        return slots.Select(s => Update(b, k, gradScale is null ? s : s with { Grad = b.Mul(s.Grad, gradScale) })).ToArray();
+    }
+
+    /// <summary>The update as one <see cref="AdamWOps.AdamWStep"/> node (the same float32 operations as <see cref="Update"/>).</summary>
+    private static AdamWResult Fused(Builder b, Coeffs k, AdamWSlot s, Value? gradScale)
+    {
+        Value[] scalars = [gradScale ?? b.Scalar(1, DType.Float32), k.StepSize, k.Bc2Sqrt, k.B1, k.OneMinusB1, k.B2, k.OneMinusB2, k.Eps];
+        var (p, m, v) = b.AdamWStep(s.Param, b.Cast(s.Grad, DType.Float32), s.M, s.V, k.Decay is { } d ? [.. scalars, d] : scalars);
+        return new AdamWResult(p, m, v);
     }
 
     /// <summary>Per-step float32 scalars shared by every tensor's update.</summary>

@@ -45,13 +45,14 @@ public static class OptimizerGraph
     /// <see cref="Build"/> always computes (the chunk's norm is not the step's). Same IO as <see cref="Build"/>
     /// with <see cref="OptimizerOptions.GradScaleInput"/>, less <c>grad_norm</c>.
     /// </summary>
-    public static Graph BuildUpdate(ParamSpec tensor, AdamWOptions adamW)
+    /// <param name="fused">the update as one com.mixlora AdamWStep node (<see cref="AdamWOps"/>, a CPU kernel of the trainer).</param>
+    public static Graph BuildUpdate(ParamSpec tensor, AdamWOptions adamW, bool fused = false)
     {
         var b = new Builder("optimizer_update");
         var (step, lr) = AdamW.DeclareScalars(b);
         var param = b.Input(tensor.Name, DType.Float32, Shape.Of(tensor.Shape));
-        var grad = b.Mul(b.Input(AdamW.GradName(tensor.Name), DType.Float32, param.Shape), b.Input(GradScaleInput, DType.Float32, Shape.Scalar));
-        AdamW.EmitWithState(b, adamW, [(param, grad)], step, lr);
+        var grad = b.Input(AdamW.GradName(tensor.Name), DType.Float32, param.Shape);
+        AdamW.EmitWithState(b, adamW, [(param, grad)], step, lr, b.Input(GradScaleInput, DType.Float32, Shape.Scalar), fused);
         return b.Build();
     }
 

@@ -33,14 +33,15 @@ public sealed class ChunkedOptimizer : IDisposable
     private readonly OrtValue _updateScale;
     private readonly long _chunk;
 
-    public ChunkedOptimizer(OrtRuntime rt, DeviceTensors store, TrainState state, OptimizerOptions o, long chunk = DefaultChunk)
+    /// <param name="fused">update with the CPU kernel of <see cref="GraphBuilder.Ops.AdamWOps"/> (ignored on other devices).</param>
+    public ChunkedOptimizer(OrtRuntime rt, DeviceTensors store, TrainState state, OptimizerOptions o, long chunk = DefaultChunk, bool fused = false)
     {
         GraphBuilder.Fail.If(chunk < 1, $"optimizer chunk {chunk} must be positive", "use the default");
         (_state, _chunk) = (state, Math.Min(chunk, Math.Max(1, state.Count)));
         _norm = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.BuildNorm(Flat, state.Count, o.MaxGradNorm)));
         foreach (var n in new[] { _chunk, state.Count % _chunk }.Where(n => n > 0).Distinct())
         {
-            _update[n] = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.BuildUpdate(new ParamSpec(Flat, [n]), o.AdamW)));
+            _update[n] = new BoundSession(rt, OnnxWriter.ToBytes(OptimizerGraph.BuildUpdate(new ParamSpec(Flat, [n]), o.AdamW, fused && rt.Device == Device.Cpu)));
         }
         _updateScale = store.Allocate(DType.Float32, []);
     }

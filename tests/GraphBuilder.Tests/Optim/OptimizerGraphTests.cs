@@ -120,6 +120,37 @@ public sealed class OptimizerGraphTests
     }
 
     [TestMethod]
+    [DataRow(0.0, 1L)]
+    [DataRow(0.0, 5L)]
+    [DataRow(0.1, 2L)]
+    public void FusedUpdateIsTheComposedOneBitForBit(double weightDecay, long step)
+    {
+        // 1,037 elements: the kernel's vector loop and its scalar tail; moments from earlier steps, a gradient scale
+        var t = new ParamSpec("p", [1037]);
+        var o = new AdamWOptions(WeightDecay: weightDecay);
+        var fused = OptimizerGraph.BuildUpdate(t, o, fused: true);
+        Assert.AreEqual(1, fused.Nodes.Count(n => n.OpType == AdamWOps.AdamWStepOp.OpType));
+        Assert.IsLessThan(OptimizerGraph.BuildUpdate(t, o).Nodes.Length - 8, fused.Nodes.Length, "the per-element nodes are gone");
+        var rng = new Random((int)step);
+        float[] R(double scale, bool abs = false) => GradCheck.Normal(rng, 1037).Select(x => (float)(abs ? Math.Abs(scale * x) : scale * x)).ToArray();
+        var feeds = new Dictionary<string, HostTensor>
+        {
+            ["p"] = HostTensor.Of(R(0.5), 1037), [AdamW.GradName("p")] = HostTensor.Of(R(3), 1037),
+            [AdamW.MName("p")] = HostTensor.Of(R(0.1), 1037), [AdamW.VName("p")] = HostTensor.Of(R(0.01, abs: true), 1037),
+            [AdamW.StepInput] = HostTensor.Of([step]) with { Shape = [] }, [AdamW.LrInput] = HostTensor.Of([2e-3f]) with { Shape = [] },
+            [OptimizerGraph.GradScaleInput] = HostTensor.Of([0.37f]) with { Shape = [] },
+        };
+        using var a = new GraphRunner(OrtRuntime.Cpu, OptimizerGraph.BuildUpdate(t, o));
+        using var b = new GraphRunner(OrtRuntime.Cpu, fused);
+        var (want, got) = (a.Run(feeds), b.Run(feeds));
+        foreach (var name in new[] { AdamW.NewName("p"), AdamW.MNewName("p"), AdamW.VNewName("p") })
+        {
+            CollectionAssert.AreEqual(want[name].Floats(), got[name].Floats(), name);
+        }
+        CollectionAssert.AreNotEqual(feeds["p"].Floats(), got[AdamW.NewName("p")].Floats(), "the step moved the parameters");
+    }
+
+    [TestMethod]
     public void GraphHasTheDocumentedIoContract()
     {
         var g = OptimizerGraph.Build(Tensors, new OptimizerOptions(new AdamWOptions(), GradScaleInput: true));

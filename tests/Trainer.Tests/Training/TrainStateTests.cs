@@ -57,10 +57,12 @@ public sealed class TrainStateTests
     }
 
     [TestMethod]
-    [DataRow(3L)]
-    [DataRow(4L)]
-    [DataRow(100L)]
-    public void InPlaceChunkedUpdateEqualsTheWholeVectorGraph(long chunk)
+    [DataRow(3L, false)]
+    [DataRow(4L, false)]
+    [DataRow(100L, false)]
+    [DataRow(7L, true)]
+    [DataRow(100L, true)]
+    public void InPlaceChunkedUpdateEqualsTheWholeVectorGraph(long chunk, bool fused)
     {
         var rng = new Random(11);
         var (p, m, v, g) = (Random(rng, 0.5), Random(rng, 0.1), Random(rng, 0.01).Select(MathF.Abs).ToArray(), Random(rng, 2));
@@ -68,7 +70,7 @@ public sealed class TrainStateTests
         var (store, state) = Make(p, m, v);
         using (store)
         using (state)
-        using (var opt = new ChunkedOptimizer(OrtRuntime.Cpu, store, state, o, chunk))
+        using (var opt = new ChunkedOptimizer(OrtRuntime.Cpu, store, state, o, chunk, fused))   // fused: the AdamWStep kernel, in place
         {
             store.CopyIn(MemoryMarshal.AsBytes(g.AsSpan()), state.Grads.Current);
             var scalars = new Dictionary<string, Microsoft.ML.OnnxRuntime.OrtValue>

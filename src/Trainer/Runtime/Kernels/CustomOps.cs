@@ -45,7 +45,7 @@ internal static unsafe class CustomOps
     private static nint Build()
     {
         var domain = OrtKernelApi.CreateDomain(GraphBuilder.Ops.SwiGluSlotsOps.Domain);
-        foreach (var spec in SwiGluKernels.Specs().Concat(CrossEntropyKernels.Specs()).Concat(SlotLoraCpu.Specs()))
+        foreach (var spec in SwiGluKernels.Specs().Concat(CrossEntropyKernels.Specs()).Concat(SlotLoraCpu.Specs()).Concat(AdamWCpu.Specs()))
         {
             var op = (OrtCustomOp*)NativeMemory.AllocZeroed((nuint)sizeof(OrtCustomOp));
             *op = Table();
