@@ -144,11 +144,11 @@ public sealed class FusedKernelTests
     [TestMethod]
     public void EachDeviceGetsTheKernelsItHas()
     {
-        Assert.AreEqual(FusedOps.All, FusedKernels.For(true, Device.Cpu, DType.Float32), "float32 C# kernels for all three");
+        Assert.AreEqual(FusedOps.All, FusedKernels.For(true, Device.Cpu, DType.Float32), "float32 C# kernels for all four");
         Assert.AreEqual(FusedOps.None, FusedKernels.For(false, Device.Cpu, DType.Float32), "--no-fused-kernels");
         Assert.AreEqual(FusedOps.None, FusedKernels.For(true, Device.Cpu, DType.Float64), "no float64 kernels");
         Assert.AreEqual(FusedOps.None, FusedKernels.For(true, Device.Cuda, DType.Float64), "no float64 CUDA kernels");
-        CollectionAssert.AreEqual(new[] { "SwiGluSlots", "CrossEntropy", "SlotLora" }, FusedKernels.Names(FusedOps.All));
+        CollectionAssert.AreEqual(new[] { "SwiGluSlots", "CrossEntropy", "SlotLora", "AdamW" }, FusedKernels.Names(FusedOps.All));
         Assert.IsEmpty(FusedKernels.Names(FusedOps.None));
     }
 

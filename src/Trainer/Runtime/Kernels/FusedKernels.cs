@@ -8,7 +8,7 @@ public static class FusedKernels
 {
     /// <summary>
     /// The fused ops for <paramref name="device"/> in <paramref name="compute"/> (none unless <paramref name="requested"/>):
-    /// on the CPU, float32 graphs use all three (C# kernels); on CUDA, bfloat16, float16 and float32 graphs use
+    /// on the CPU, float32 graphs use all four (C# kernels; AdamW is the optimizer graph's); on CUDA, bfloat16, float16 and float32 graphs use
     /// SwiGluSlots and the loss where NVRTC and the driver load (otherwise a note goes to <paramref name="log"/> and
     /// the graphs are composed from ONNX ops, as with --no-fused-kernels). SlotLora is CPU-only: on the GPU the
     /// masked GEMM over all experts' rank columns is a few percent of the step and runs on tensor cores.
