@@ -1,6 +1,6 @@
 using System.Buffers;
 using System.Numerics.Tensors;
-using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace MixLoRA.Trainer.Runtime.Kernels;
 
@@ -47,32 +47,35 @@ internal static unsafe class SlotLoraCpu
         }
     }
 
-    /// <summary>Per-expert contiguous copies: Aᵀ blocks (E, in, R) and, for the forward, Bᵀ blocks (E, R, out).</summary>
+    /// <summary>
+    /// Per-expert contiguous copies in native memory (the GEMMs take raw pointers, which a managed array would not
+    /// keep valid across a GC): Aᵀ blocks (E, in, R) and, for the forward, Bᵀ blocks (E, R, out).
+    /// </summary>
     private sealed class Layouts : IDisposable
     {
         private readonly Call _c;
-        private readonly float[] _at, _bt;
+        private readonly float* _at, _bt;
 
         public Layouts(Call c, bool withB)
         {
             _c = c;
-            (_at, _bt) = (Rent(c.E * c.In * c.R), withB ? Rent(c.E * c.R * c.Out) : []);
-            if (withB) CpuBlas.Transpose(new ReadOnlySpan<float>((float*)c.B, c.Out * c.E * c.R), c.Out, c.E * c.R, _bt);   // Bᵀ (E·R, out): expert e's R rows are B_eᵀ
+            var (nat, nbt) = ((long)c.E * c.In * c.R, (long)c.E * c.R * c.Out);
+            _at = (float*)NativeMemory.Alloc((nuint)Math.Max(1, nat), sizeof(float));
+            _bt = withB ? (float*)NativeMemory.Alloc((nuint)Math.Max(1, nbt), sizeof(float)) : null;
+            if (withB) CpuBlas.Transpose(new ReadOnlySpan<float>((float*)c.B, c.Out * c.E * c.R), c.Out, c.E * c.R, new Span<float>(_bt, (int)nbt));   // Bᵀ (E·R, out): expert e's R rows are B_eᵀ
             for (var e = 0; e < c.E; e++)
-                CpuBlas.Transpose(new ReadOnlySpan<float>((float*)c.A + ((long)e * c.R * c.In), c.R * c.In), c.R, c.In, _at.AsSpan(e * c.In * c.R, c.In * c.R));   // (R, in) → (in, R)
+                CpuBlas.Transpose(new ReadOnlySpan<float>((float*)c.A + ((long)e * c.R * c.In), c.R * c.In), c.R, c.In, new Span<float>(AT(e), c.In * c.R));   // (R, in) → (in, R)
         }
 
-        public float* AT(int e) => (float*)Unsafe.AsPointer(ref _at[e * _c.In * _c.R]);
+        public float* AT(int e) => _at + ((long)e * _c.In * _c.R);
 
-        public float* BT(int e) => (float*)Unsafe.AsPointer(ref _bt[e * _c.R * _c.Out]);
+        public float* BT(int e) => _bt + ((long)e * _c.R * _c.Out);
 
         public void Dispose()
         {
-            ArrayPool<float>.Shared.Return(_at);
-            if (_bt.Length > 0) ArrayPool<float>.Shared.Return(_bt);
+            NativeMemory.Free(_at);
+            NativeMemory.Free(_bt);
         }
-
-        private static float[] Rent(int n) => ArrayPool<float>.Shared.Rent(Math.Max(1, n));
     }
 
     /// <summary>Up to this many of one expert's slots per forward work item (rows of one pair of GEMMs).</summary>
