@@ -13,14 +13,10 @@ namespace MixLoRA.GraphBuilder.Ops;
 /// </code>
 /// Inputs P, G, M, V (same shape), then float32 scalars scale, step_size, √(1 − β2ᵗ), β1, 1 − β1, β2, 1 − β2, ε and
 /// an optional decay; outputs P, M, V. Composed, that is ~14 passes over the tensor; fused, one read of each input
-/// and one write of each output (on the tiny CPU bench shape MixLoRA's whole optimizer run, norm graph included,
-/// went from ~1.0 to ~0.43 ms per step, a mean over 65 steps by a timer not kept in the tree).
+/// and one write of each output (README, "Measured on the CPU", has its profile).
 /// </summary>
 public static class AdamWOps
 {
-    /// <summary>The scalar inputs after P, G, M, V, in order (decay last, optional).</summary>
-    public static readonly string[] Scalars = ["scale", "step_size", "bc2_sqrt", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps", "decay"];
-
     public static readonly OpDef AdamWStepOp = new("AdamWStep", SwiGluSlotsOps.Domain)
     {
         Outputs = 3,
@@ -28,7 +24,7 @@ public static class AdamWOps
         NoGradReason = "the optimizer's update (not differentiated)",
     };
 
-    /// <summary>(P, M, V) after one AdamW step; <paramref name="scalars"/> as <see cref="Scalars"/> (decay may be left off).</summary>
+    /// <summary>(P, M, V) after one AdamW step; <paramref name="scalars"/> in the order above (decay may be left off).</summary>
     public static (Value P, Value M, Value V) AdamWStep(this Builder b, Value p, Value g, Value m, Value v, IReadOnlyList<Value> scalars)
     {
         Value[] tensors = [p, g, m, v];

@@ -121,6 +121,8 @@ public sealed class OrtRuntime
             LogSeverityLevel = int.TryParse(Environment.GetEnvironmentVariable("MIXLORA_ORT_LOG"), out var level)
                 ? (OrtLoggingLevel)level : OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
+        // MIXLORA_ORT_THREADS=N sets ORT's intra-op threads (diagnosis; the default is ORT's, one on the 2-core CI machine)
+        if (int.TryParse(Environment.GetEnvironmentVariable("MIXLORA_ORT_THREADS"), out var threads)) o.IntraOpNumThreads = threads;
         Kernels.CustomOps.AddTo(o);                                                         // com.mixlora kernels (fused MixLoRA experts)
         if (ProfilePrefix != null) o.ProfileOutputPathPrefix = ProfilePrefix;
         if (profile || ProfilePrefix != null) o.EnableProfiling = true;

@@ -20,7 +20,7 @@ internal static unsafe class AdamWCpu
         yield return new("AdamWStep", null, [F, F, F, F, F, F, F, F, F, F, F, F, F], 12, [F, F, F], (ctx, _) => Compute(ctx));
     }
 
-    /// <summary>The scalar inputs (<see cref="GraphBuilder.Ops.AdamWOps.Scalars"/>); Decay is 1 when absent.</summary>
+    /// <summary>The scalar inputs (inputs 4–12, in <see cref="GraphBuilder.Ops.AdamWOps"/>'s order); Decay is 1 when absent.</summary>
     private readonly record struct K(float Scale, float StepSize, float Bc2Sqrt, float B1, float OneMinusB1, float B2, float OneMinusB2, float Eps, bool HasDecay, float Decay);
 
     private static void Compute(nint ctx)

@@ -7,8 +7,7 @@ namespace MixLoRA.Trainer.Runtime.Kernels;
 /// <summary>
 /// The in-kernel dropout mask of <see cref="SwiGluSlotsOps.Keep"/> on the CPU, as multipliers: element i of a row
 /// is Scale when Bits(start, i) ≥ Threshold, else 0. The splitmix64 hash runs on eight or sixteen lanes at a time
-/// (Vector512 or Vector256 of ulong), since the scalar hash was ~40% of the SwiGluSlots kernels' time on the
-/// tiny bench shape; the scalar loop finishes the row and is the reference the vector loops are tested against.
+/// (Vector512 or Vector256 of ulong); the scalar loop finishes the row and is the reference the vector loops are tested against.
 /// </summary>
 internal readonly record struct DropoutMask(bool On, ulong Start, ulong Threshold, float Scale)
 {

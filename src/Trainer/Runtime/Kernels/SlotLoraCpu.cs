@@ -28,8 +28,6 @@ internal static unsafe class SlotLoraCpu
         /// <summary>Slot's X row (in).</summary>
         public float* XPtr(long slot) => (float*)X + ((PerSlot ? slot : slot / K) * In);
 
-        public int Expert(long slot) => (int)((long*)Experts)[slot];
-
         public static Call Of(nint ctx, NodeAttrs a)
         {
             var (x, ad, bd, ed) = (KernelIO.Dims(ctx, 0), KernelIO.Dims(ctx, 1), KernelIO.Dims(ctx, 2), KernelIO.Dims(ctx, 3));

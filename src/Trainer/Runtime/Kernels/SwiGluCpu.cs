@@ -59,7 +59,7 @@ internal static unsafe class SwiGluCpu
                 var i = (n * k) + j;
                 float* dg = p.DG + (i * f), du = p.DU + (i * f), hj = h + (i * f);
                 var w = p.W[i];
-                drop.Fill(i * f, mult);
+                if (drop.On || j == 0) drop.Fill(i * f, mult);                              // without dropout: ones, filled once
                 var c = 0;
                 for (; c + L <= f; c += L)
                 {
