@@ -30,7 +30,7 @@ public static class DoctorCommand
             var dev = OrtRuntime.ParseDevice(p.GetValue(device)!);
             var rt = OrtRuntime.For(dev);
             Console.WriteLine($"ONNX Runtime {Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString()} on {dev.ToString().ToLowerInvariant()}" +
-                (dev == Device.Cuda ? $" (provider {OrtRuntime.FindCudaProvider()})" : ""));
+                (dev == Device.Cuda ? $" (provider {OrtRuntime.CudaProviderPath})" : ""));
             if (p.GetValue(smoke)) Smoke.Run(rt);
             if (p.GetValue(kernels) && !KernelCheck.Run(rt, Console.Out)) return 1;
             foreach (var g in p.GetValue(graphs) ?? [])

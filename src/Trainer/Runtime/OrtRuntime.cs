@@ -6,22 +6,16 @@ namespace MixLoRA.Trainer.Runtime;
 public enum Device { Cpu, Cuda }
 
 /// <summary>
-/// Owns ONNX Runtime session creation: CPU, or CUDA through RegisterExecutionProviderLibrary +
-/// GetEpDevices + AppendExecutionProvider (DESIGN §2; AppendExecutionProvider_CUDA does not exist in
-/// this native build). One instance per process device choice.
+/// Owns ONNX Runtime session creation: CPU, or CUDA through the package's own
+/// <c>SessionOptions.AppendExecutionProvider_CUDA</c> (NuGet Microsoft.ML.OnnxRuntime.Gpu.Linux carries the
+/// provider beside libonnxruntime.so). One instance per process device choice.
 /// </summary>
 public sealed class OrtRuntime
 {
     private static readonly Lock Gate = new();
-    private static OrtEpDevice[]? _cudaDevices;
+    private static CudaAllocator? _cuda;
 
-    private OrtRuntime(Device device, OrtEpDevice[] epDevices)
-    {
-        Device = device;
-        _epDevices = epDevices;
-    }
-
-    private readonly OrtEpDevice[] _epDevices;
+    private OrtRuntime(Device device) => Device = device;
 
     public Device Device { get; }
 
@@ -29,9 +23,9 @@ public sealed class OrtRuntime
     public string? ProfilePrefix { get; private init; }
 
     /// <summary>This runtime with ORT profiling of every session it creates (for mixlora-bench --profile).</summary>
-    public OrtRuntime WithProfiling(string prefix) => new(Device, _epDevices) { ProfilePrefix = prefix, CudaGraphs = CudaGraphs };
+    public OrtRuntime WithProfiling(string prefix) => new(Device) { ProfilePrefix = prefix, CudaGraphs = CudaGraphs };
 
-    public static OrtRuntime Cpu { get; } = new(Device.Cpu, []);
+    public static OrtRuntime Cpu { get; } = new(Device.Cpu);
 
     public static Device ParseDevice(string s) => s.ToLowerInvariant() switch
     {
@@ -40,31 +34,58 @@ public sealed class OrtRuntime
         _ => throw Fail.User($"unknown device '{s}'", "use --device cpu or --device cuda"),
     };
 
-    public static OrtRuntime For(Device device) => device == Device.Cpu ? Cpu : new(Device.Cuda, CudaDevices());
+    public static OrtRuntime For(Device device)
+    {
+        if (device == Device.Cpu) return Cpu;
+        var rt = new OrtRuntime(Device.Cuda);
+        rt.DeviceAllocator();                                                               // load the provider now: a missing GPU fails here
+        return rt;
+    }
 
-    /// <summary>Memory info of the device this runtime computes on (the EP device's own, for CUDA).</summary>
-    public OrtMemoryInfo DeviceMemory => Device == Device.Cpu
-        ? OrtMemoryInfo.DefaultInstance
-        : _epDevices[0].GetMemoryInfo(OrtDeviceMemoryType.DEFAULT);
+    /// <summary>Memory info of the device this runtime computes on (the CUDA allocator's own, for CUDA).</summary>
+    public OrtMemoryInfo DeviceMemory => Device == Device.Cpu ? OrtMemoryInfo.DefaultInstance : Cuda().Allocator.Info;
 
     /// <summary>
-    /// The allocator for device-resident tensors: the CPU default, or the CUDA device's shared allocator
-    /// owned by the environment (sessions use it only with MIXLORA_ENV_ALLOCATORS=1).
+    /// The allocator for device-resident tensors (weights, trainer state): the CPU default, or the CUDA arena of
+    /// one small process-wide session that exists only to own it. Each compute session keeps its own arena.
     /// </summary>
-    public OrtAllocator DeviceAllocator()
+    public OrtAllocator DeviceAllocator() => Device == Device.Cpu ? OrtAllocator.DefaultInstance : Cuda().Allocator;
+
+    /// <summary>The CUDA provider library this process loads (beside libonnxruntime.so, as the NuGet package lays it out).</summary>
+    public static string CudaProviderPath => Path.Combine(Path.GetDirectoryName(OrtLibrary.Path) ?? ".", "libonnxruntime_providers_cuda.so");
+
+    private sealed record CudaAllocator(InferenceSession Session, OrtAllocator Allocator);
+
+    private static CudaAllocator Cuda()
     {
-        if (Device == Device.Cpu) return OrtAllocator.DefaultInstance;
         lock (Gate)
         {
-            var env = OrtEnv.Instance();
-            return env.GetSharedAllocator(DeviceMemory)
-                ?? env.CreateSharedAllocator(_epDevices[0], OrtDeviceMemoryType.DEFAULT, OrtAllocatorType.ArenaAllocator,
-                    // the trainer's device tensors (weights, state) live here (sessions only with
-                    // MIXLORA_ENV_ALLOCATORS=1): grow it by what is requested ("1" = kSameAsRequested), not by
-                    // powers of two (the default)
-                    new Dictionary<string, string> { ["arena.extend_strategy"] = "1" });
+            if (_cuda != null) return _cuda;
+            Fail.If(!File.Exists(CudaProviderPath), $"{CudaProviderPath} is missing: this build carries the CPU ONNX Runtime",
+                "build the CUDA flavour (tools/setup.sh --cuda, or dotnet build/publish -p:MixLoraOrt=cuda), or use --device cpu");
+            using var o = new OrtRuntime(Device.Cuda).Options();
+            InferenceSession session;
+            try
+            {
+                session = new InferenceSession(AllocatorGraph.Value, o);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                throw Fail.User($"could not start the CUDA provider {CudaProviderPath} ({e.Message})",
+                    "check that the CUDA 13 and cuDNN 9 libraries are on LD_LIBRARY_PATH and a GPU driver is present, or use --device cpu");
+            }
+            using var info = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
+            return _cuda = new CudaAllocator(session, new OrtAllocator(session, info));
         }
     }
+
+    /// <summary>An Identity graph over one float: the smallest session that owns a CUDA arena.</summary>
+    private static readonly Lazy<byte[]> AllocatorGraph = new(() =>
+    {
+        var b = new GraphBuilder.Building.Builder("cuda_allocator");
+        b.Output(b.Input("x", GraphBuilder.IR.DType.Float32, 1), "y");
+        return GraphBuilder.Onnx.OnnxWriter.ToBytes(b.Build());
+    });
 
     /// <summary>
     /// Whether the CUDA grad step is captured as a CUDA graph after its first runs and replayed
@@ -73,7 +94,7 @@ public sealed class OrtRuntime
     public bool CudaGraphs { get; private init; }
 
     /// <summary>This runtime with the grad step replayed as a CUDA graph.</summary>
-    public OrtRuntime WithCudaGraphs() => new(Device, _epDevices) { ProfilePrefix = ProfilePrefix, CudaGraphs = true };
+    public OrtRuntime WithCudaGraphs() => new(Device) { ProfilePrefix = ProfilePrefix, CudaGraphs = true };
 
     /// <summary>
     /// A replayed graph reuses the kernel arguments of the captured run, and ORT's Dropout draws its seed on
@@ -130,7 +151,9 @@ public sealed class OrtRuntime
         {
             var provider = ProviderOptions();
             if (stream != 0) (provider["has_user_compute_stream"], provider["user_compute_stream"]) = ("1", ((ulong)stream).ToString(System.Globalization.CultureInfo.InvariantCulture));
-            o.AppendExecutionProvider(OrtEnv.Instance(), _epDevices, provider);
+            using var cuda = new OrtCUDAProviderOptions();
+            cuda.UpdateOptions(provider);
+            o.AppendExecutionProvider_CUDA(cuda);
             if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
             // each session allocates from its own arena, dynamically (no memory pattern). Measured on the H100
             // (README, GPU): with the environment's shared arena steps took 19-35% longer (7B MixLoRA 255 vs
@@ -172,66 +195,5 @@ public sealed class OrtRuntime
             _domainKnown = true;
             return session;
         }
-    }
-
-    private static OrtEpDevice[] CudaDevices()
-    {
-        lock (Gate)
-        {
-            if (_cudaDevices != null) return _cudaDevices;
-            var lib = FindCudaProvider();
-            var env = OrtEnv.Instance();
-            try
-            {
-                env.RegisterExecutionProviderLibrary("cuda", lib);
-            }
-            catch (OnnxRuntimeException e)
-            {
-                throw Fail.User($"could not load the CUDA provider {lib} ({e.Message})",
-                    "check that CUDA 13 and cuDNN libraries are on LD_LIBRARY_PATH and a GPU driver is present");
-            }
-            var devices = env.GetEpDevices().Where(d => d.EpName == "CUDAExecutionProvider").ToArray();
-            if (devices.Length == 0) throw Fail.User("the CUDA provider loaded but found no GPU", "run on a machine with an NVIDIA GPU, or use --device cpu");
-            return _cudaDevices = devices[..1];
-        }
-    }
-
-    /// <summary>
-    /// ORT_CUDA_PROVIDER, else the provider beside libonnxruntime.so, else the npm cache (fetched on
-    /// first use with tools/fetch-ort.sh --gpu).
-    /// </summary>
-    public static string FindCudaProvider()
-    {
-        const string name = "libonnxruntime_providers_cuda.so";
-        var env = Environment.GetEnvironmentVariable("ORT_CUDA_PROVIDER");
-        if (!string.IsNullOrEmpty(env))
-        {
-            return File.Exists(env) ? env : throw Fail.User($"ORT_CUDA_PROVIDER={env} does not exist", "point it at libonnxruntime_providers_cuda.so");
-        }
-        var beside = Path.Combine(AppContext.BaseDirectory, name);
-        if (File.Exists(beside)) return beside;
-        var cache = Environment.GetEnvironmentVariable("MIXLORA_CACHE") is { Length: > 0 } c ? c
-            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "mixlora");
-        var cached = Path.Combine(cache, "ort-0.4.9", "com.github.asus4.onnxruntime.linux-x64-gpu", "package", "Plugins", "Linux", "x64", name);
-        if (File.Exists(cached)) return cached;
-        var script = FindUp("tools/fetch-ort.sh");
-        if (script != null)
-        {
-            Console.Error.WriteLine("fetching the ONNX Runtime CUDA provider (230 MB, once)...");
-            using var p = System.Diagnostics.Process.Start("bash", [script, cache, "--gpu"]);
-            p.WaitForExit();
-            if (File.Exists(cached)) return cached;
-        }
-        throw Fail.User($"the CUDA provider {name} was not found", "run tools/fetch-ort.sh --gpu, or set ORT_CUDA_PROVIDER");
-    }
-
-    private static string? FindUp(string relative)
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
-        {
-            var p = Path.Combine(d.FullName, relative);
-            if (File.Exists(p)) return p;
-        }
-        return null;
     }
 }

@@ -4,9 +4,10 @@ namespace MixLoRA.Trainer.Runtime.Kernels;
 
 /// <summary>
 /// The few entries of ONNX Runtime's C API (OrtApi, version 29) that custom-op kernels need, called through
-/// the function table that <c>OrtGetApiBase()->GetApi(29)</c> returns. The managed ORT API has no custom-op
-/// support; the indices are the entries' positions in <c>struct OrtApi</c> of onnxruntime_c_api.h (1.29),
-/// the same order as the managed API's own OrtApi mirror.
+/// the function table that <c>OrtGetApiBase()->GetApi(29)</c> returns (ORT 1.32 serves every older version of
+/// its append-only table). The managed ORT API still registers custom ops only from native libraries
+/// (RegisterCustomOpLibrary); the indices are the entries' positions in <c>struct OrtApi</c> of
+/// onnxruntime_c_api.h, the same order as the managed API's own OrtApi mirror.
 /// </summary>
 internal static unsafe class OrtKernelApi
 {
@@ -19,7 +20,7 @@ internal static unsafe class OrtKernelApi
 
     private static readonly Lazy<nint> Table = new(() =>
     {
-        var lib = NativeLibrary.Load("libonnxruntime.so", typeof(OrtKernelApi).Assembly, null);
+        var lib = OrtLibrary.Handle;
         var getBase = (delegate* unmanaged<nint*>)NativeLibrary.GetExport(lib, "OrtGetApiBase");
         var apiBase = getBase();                                                     // { GetApi, GetVersionString }
         var api = ((delegate* unmanaged<uint, nint>)apiBase[0])(Version);
