@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session on the device machine (after ../shared/device/stage.sh pieces are in place):
 # smoke checks, CUDA parity training (fp32/bf16), then benchmarks. Results go to $OUT (log.txt,
-# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|probe|ncu]...
+# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|ortchecks|strict|ortgraph|probe|ncu]...
 set -uo pipefail
 source /root/mixlora/env.sh
 T="$DOTNET $APP/MixLoRA.Trainer.dll"
@@ -66,6 +66,21 @@ for part in "${parts[@]}"; do
           LIMIT=420 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps "${STEPS:-8}" --warmup 3 --dropout 0 $g --quiet
           grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench.jsonl"
         done
+      done ;;
+    ortchecks) log "ORT 1.29 CUDA failure patterns on this ORT"; run $T doctor --device cuda --ort-checks; grep -a '^ort-check' "$OUT/log.txt" | tail -6 > "$OUT/ortchecks.txt" ;;
+    strict)
+      # strict placement (session.disable_cpu_ep_fallback) on a real grad step: does ORT still place nodes on the CPU?
+      log "strict placement, ${STRICT_CASE:-tinyllama-1.1b mixlora}"
+      set -- ${STRICT_CASE:-tinyllama-1.1b mixlora}
+      MIXLORA_STRICT_PLACEMENT=1 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps 2 --warmup 1 --quiet ;;
+    ortgraph)
+      # ORT's own CUDA graph capture (enable_cuda_graph) on the grad step, dropout 0
+      IFS='|' read -ra cases <<< "${BENCH:-tinyllama-1.1b mixlora}"
+      for c in "${cases[@]}"; do
+        set -- $c
+        log "bench $c --dropout 0, ORT enable_cuda_graph"
+        MIXLORA_ORT_CUDA_GRAPH=1 LIMIT=300 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps "${STEPS:-8}" --warmup 3 --dropout 0 --quiet
+        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench.jsonl"
       done ;;
     probe) log probe; run $T doctor --device cuda --ops --dtypes "${DTYPES:-bfloat16,float16}" ;;
     ncu)

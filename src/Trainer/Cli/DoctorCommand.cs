@@ -24,14 +24,18 @@ public static class DoctorCommand
         var perNode = new Option<bool>("--per-node") { Description = "with --graph: run each distinct node alone" };
         var prefix = new Option<int?>("--prefix") { Description = "with --graph: run only the first K nodes" };
         var kernels = new Option<bool>("--kernels") { Description = "check the fused kernels on the device against the CPU kernel (exit 1 on a mismatch)" };
-        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke, graphs, perNode, prefix, kernels };
+        var ortChecks = new Option<bool>("--ort-checks") { Description = "rerun the patterns that failed on ORT 1.29's CUDA provider, each in its own process (exit 1 if any fails)" };
+        var ortCheck = new Option<string?>("--ort-check") { Description = "run one of the --ort-checks in this process", Hidden = true };
+        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke, graphs, perNode, prefix, kernels, ortChecks, ortCheck };
         command.SetAction(p =>
         {
             var dev = OrtRuntime.ParseDevice(p.GetValue(device)!);
             var rt = OrtRuntime.For(dev);
             Console.WriteLine($"ONNX Runtime {Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString()} on {dev.ToString().ToLowerInvariant()}" +
                 (dev == Device.Cuda ? $" (provider {OrtRuntime.CudaProviderPath})" : ""));
+            if (p.GetValue(ortCheck) is { } one) return OrtChecks.RunOne(rt, one);
             if (p.GetValue(smoke)) Smoke.Run(rt);
+            if (p.GetValue(ortChecks) && OrtChecks.RunIsolated(p.GetValue(device)!, Console.Out) > 0) return 1;
             if (p.GetValue(kernels) && !KernelCheck.Run(rt, Console.Out)) return 1;
             foreach (var g in p.GetValue(graphs) ?? [])
             {

@@ -12,7 +12,7 @@ internal static class OrtLibrary
     private static readonly Lazy<nint> Loaded = new(() =>
     {
         _ = OrtEnv.Instance();                                                       // the managed API loads it first
-        return NativeLibrary.Load("onnxruntime", typeof(OrtEnv).Assembly, DllImportSearchPath.AssemblyDirectory);
+        return NativeLibrary.Load("onnxruntime", typeof(OrtEnv).Assembly, null);
     });
 
     public static nint Handle => Loaded.Value;

@@ -114,6 +114,12 @@ public sealed class OrtRuntime
     /// </summary>
     public static bool StrictPlacement { get; } = Environment.GetEnvironmentVariable("MIXLORA_STRICT_PLACEMENT") == "1";
 
+    /// <summary>
+    /// MIXLORA_ORT_CUDA_GRAPH=1: the grad step's session asks for ORT's own CUDA graph capture
+    /// (`enable_cuda_graph`) instead of ours (diagnosis: docs/ort-cuda.md says how it fares).
+    /// </summary>
+    public static bool OrtCudaGraph { get; } = Environment.GetEnvironmentVariable("MIXLORA_ORT_CUDA_GRAPH") == "1";
+
     /// <summary>MIXLORA_CUDA_OPTIONS="k=v;k=v" replaces the provider options (for diagnosis).</summary>
     private static Dictionary<string, string> ProviderOptions()
     {
@@ -127,7 +133,8 @@ public sealed class OrtRuntime
     /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>
     /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only; default <see cref="StrictPlacement"/>).</param>
     /// <param name="stream">a CUDA stream for the session to compute on (0: the provider's own).</param>
-    public SessionOptions Options(bool profile = false, bool? strict = null, nint stream = 0)
+    /// <param name="ortGraph">ask ORT to capture and replay the session as a CUDA graph (`enable_cuda_graph`).</param>
+    public SessionOptions Options(bool profile = false, bool? strict = null, nint stream = 0, bool ortGraph = false)
     {
         var o = new SessionOptions
         {
@@ -151,6 +158,7 @@ public sealed class OrtRuntime
         {
             var provider = ProviderOptions();
             if (stream != 0) (provider["has_user_compute_stream"], provider["user_compute_stream"]) = ("1", ((ulong)stream).ToString(System.Globalization.CultureInfo.InvariantCulture));
+            if (ortGraph) provider["enable_cuda_graph"] = "1";
             using var cuda = new OrtCUDAProviderOptions();
             cuda.UpdateOptions(provider);
             o.AppendExecutionProvider_CUDA(cuda);

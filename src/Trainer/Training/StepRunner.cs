@@ -54,7 +54,9 @@ public sealed class StepRunner : IDisposable
         try
         {
             _graph = rt.CudaGraphs ? new Runtime.Kernels.CudaGraph() : null;
-            _grad = _graph is null ? Open("grad_step") : new BoundSession(rt, graphs("grad_step"), rt.Options(stream: _graph.Stream));
+            _grad = _graph != null ? new BoundSession(rt, graphs("grad_step"), rt.Options(stream: _graph.Stream))
+                : OrtRuntime.OrtCudaGraph && rt.Device == Device.Cuda ? new BoundSession(rt, graphs("grad_step"), rt.Options(ortGraph: true))
+                : Open("grad_step");
             _store = new DeviceTensors(rt, _grad.Session);
             UploadWeights(weights);
         }
