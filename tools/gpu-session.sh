@@ -4,6 +4,7 @@
 # bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|ortchecks|strict|ortgraph|probe|ncu]...
 set -uo pipefail
 source /root/mixlora/env.sh
+APP=${APP_DIR:-$APP}   # APP_DIR: another published build staged beside the app piece; TAG names its result files
 T="$DOTNET $APP/MixLoRA.Trainer.dll"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 log() { echo "== $*" | tee -a "$OUT/log.txt"; }
@@ -18,7 +19,7 @@ for part in "${parts[@]}"; do
         log "parity $dt"
         run $T build-graph --model .dev/parity/model --adapter .dev/parity/adapter_init --out /tmp/a-$dt --seq-len 64 --micro-batch-size 2 --dtype $dt --device cuda &&
         run $T train --artifacts /tmp/a-$dt --data .dev/parity/data.jsonl --out /tmp/r-$dt --batch-size 2 --steps 3 --lr 0.01 --weight-decay 0.01 --no-shuffle --device cuda --quiet
-        cp /tmp/r-$dt/metrics.jsonl "$OUT/metrics-$dt.jsonl" 2>/dev/null
+        cp /tmp/r-$dt/metrics.jsonl "$OUT/metrics-$dt${TAG:-}.jsonl" 2>/dev/null
       done ;;
     bench)
       IFS='|' read -ra cases <<< "${BENCH:-tinyllama-1.1b mixlora|tinyllama-1.1b lora|llama2-7b mixlora|llama2-7b lora}"
@@ -26,7 +27,7 @@ for part in "${parts[@]}"; do
         set -- $c
         log "bench $c"
         LIMIT=420 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps "${STEPS:-8}" --warmup 3 ${BENCH_EXTRA:-} --quiet
-        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench.jsonl"
+        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench${TAG:-}.jsonl"
       done ;;
     bisect)
       log bisect

@@ -49,14 +49,9 @@ public static class CausalLmLoss
             return (b.Div(b.ReduceSum(nll), b.Max(n, b.Scalar(1, DType.Float32))), n);
         }
 
-        // log p(target) = Σ_v [v == target] · logp[v]: no GatherElements, whose CUDA kernel in ORT 1.29
-        // crashed when its indices were computed in-graph (mixlora-doctor --prefix found it); an ignored
-        // target (−100) matches no v and contributes 0
-        var vocab = logits.S[-1].Value;
-        var iota = b.Ints(Enumerable.Range(0, (int)vocab).Select(v => (long)v).ToArray());      // (V)
+        // an ignored target (−100) picks column 0 and is masked out below
         var logp = b.LogSoftmax(b.Cast(logits, compute), -1);                                  // (N, V)
-        var hit = b.Equal(targets, iota);                                                       // (N, V) bool
-        var picked = b.ReduceSum(b.Where(hit, logp, b.Scalar(0, compute)), [-1], keepDims: true);   // (N, 1)
+        var picked = b.GatherElements(logp, b.Where(valid, targets, b.Int(0)), 1);             // (N, 1)
         var mask = b.Cast(valid, compute);                                                      // (N, 1)
         var sum = b.ReduceSum(b.Neg(b.Mul(picked, mask)));                                      // ()
         var count = b.ReduceSum(mask);                                                          // ()

@@ -67,10 +67,7 @@ public static class IndexOps
         {
             var b = g.B;
             var axis = g.Node.Int("axis", 0);
-            var dx = IsLast(axis, g.X(0)) && SameLeading(g.X(0), g.X(1))
-                ? b.OneHotScatter(g.X(1), g.Dy, g.X(0).S[-1].Value)
-                : b.Apply1(ScatterElementsOp, [b.ZerosLike(g.X(0)), g.X(1), g.Dy], A.Of(("axis", axis), ("reduction", "add")));
-            return [dx, null];
+            return [b.ScatterElements(b.ZerosLike(g.X(0)), g.X(1), g.Dy, axis, "add"), null];
         },
         Cases = [GradCase.Of("axis1-repeats", (b, x) => b.GatherElements(x[0], x[1], 1), Spec.F(3, 4), Spec.Ints([0, 0, 3, 1, 2, 1], 3, 2))],
     };
@@ -91,9 +88,7 @@ public static class IndexOps
         {
             var b = g.B;
             if (g.OutGrads[0] is not { } dv) return [null, null];
-            var axis = g.Node.Int("axis", -1);
-            if (IsLast(axis, g.X(0))) return [b.OneHotScatter(g.Y(1), dv, g.X(0).S[-1].Value), null];
-            return [b.Apply1(ScatterElementsOp, [b.ZerosLike(g.X(0)), g.Y(1), dv], A.Of(("axis", axis))), null];
+            return [b.ScatterElements(b.ZerosLike(g.X(0)), g.Y(1), dv, g.Node.Int("axis", -1)), null];
         },
         Cases = [
             GradCase.Of("last", (b, x) => b.TopK(x[0], 2).Values, Spec.Distinct(3, 5)),
@@ -106,24 +101,6 @@ public static class IndexOps
         Infer = c => InferContext.Of(c.In(0).DType, Shape.Of(Dim.Unknown)),
         NoGradReason = "index generation",
     };
-
-    private static bool IsLast(long axis, Value x) => axis == -1 || axis == x.Rank - 1;
-
-    private static bool SameLeading(Value data, Value idx) => data.Shape is { } d && idx.Shape is { } i && d.Rank == i.Rank
-        && Enumerable.Range(0, d.Rank - 1).All(k => d[k].SameAs(i[k]));
-
-    /// <summary>
-    /// out[..., v] = Σ_k [idx[..., k] == v] · values[..., k] along the last axis, built from Equal/Where/
-    /// ReduceSum. The adjoint of GatherElements/TopK on the last axis without ScatterElements, whose
-    /// "add" reduction failed on ORT 1.29's CUDA provider and took the CUDA context down with it.
-    /// </summary>
-    public static Value OneHotScatter(this Builder b, Value idx, Value values, long size)
-    {
-        var iota = b.Ints(Enumerable.Range(0, (int)size).Select(i => (long)i).ToArray());                 // (V)
-        var hit = b.Equal(b.Unsqueeze(idx, -1), iota);                                                     // (..., K, V)
-        var spread = b.Where(hit, b.Unsqueeze(values, -1), b.Scalar(0, values.DType));                    // (..., K, V)
-        return b.ReduceSum(spread, [-2], keepDims: false);                                                 // (..., V)
-    }
 
     public static Value Gather(this Builder b, Value x, Value indices, long axis = 0) => b.Apply1(GatherOp, [x, indices], A.Of(("axis", axis)));
     public static Value GatherElements(this Builder b, Value x, Value indices, long axis) => b.Apply1(GatherElementsOp, [x, indices], A.Of(("axis", axis)));

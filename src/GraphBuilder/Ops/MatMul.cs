@@ -99,7 +99,7 @@ public static class ReduceOps
         {
             var b = g.B;
             var spread = Spread(g, g.Dy);
-            // 1/count as a constant when shapes are static (ORT 1.29's CUDA Size crashed); Size otherwise
+            // 1/count as a constant when shapes are static (two nodes fewer); Size otherwise
             var count = g.Y().Shape is { IsStatic: true } ys && g.X(0).Shape is { IsStatic: true } xs
                 ? b.Scalar((double)ys.Count / xs.Count, g.Dy.DType)
                 : b.Div(b.Cast(b.Size(g.Y()), g.Dy.DType), b.Cast(b.Size(g.X(0)), g.Dy.DType));

@@ -124,33 +124,9 @@ public static class SliceOps
     public static Value[] Split(this Builder b, Value x, int axis, params long[] sizes) =>
         b.Apply(SplitOp, [x, b.Ints(sizes)], A.Of(("axis", axis)), outputs: sizes.Length);
 
-    /// <summary>
-    /// Static-bound, unit-step slice. On static dims it is emitted as Split (keeping the middle piece):
-    /// ORT 1.29's CUDA Slice kernel crashed the process on the H100 (mixlora-doctor --per-node found it on
-    /// the loss's label shift), while Split runs there. Other dims use the Slice op itself.
-    /// </summary>
-    public static Value Slice(this Builder b, Value x, long[] starts, long[] ends, long[] axes)
-    {
-        if (x.Shape is not { } s || axes.Any(a => !s[(int)(a < 0 ? a + s.Rank : a)].IsStatic))
-        {
-            return b.Apply1(SliceOp, [x, b.Ints(starts), b.Ints(ends), b.Ints(axes)]);
-        }
-        var y = x;
-        for (var i = 0; i < axes.Length; i++)
-        {
-            var ax = (int)(axes[i] < 0 ? axes[i] + s.Rank : axes[i]);
-            var n = s[ax].Value;
-            var (lo, hi) = (Clamp(starts[i], s[ax]), Math.Max(Clamp(starts[i], s[ax]), Clamp(ends[i], s[ax])));
-            if (lo == 0 && hi == n) continue;
-            var sizes = new[] { lo, hi - lo, n - hi };
-            var keep = sizes.Where(z => z > 0).ToArray();
-            var pieces = b.Split(y, ax, keep);
-            y = pieces[lo > 0 ? 1 : 0];
-        }
-        return y;
-    }
-
-    private static long Clamp(long v, Dim d) => d.IsStatic ? (v < 0 ? Math.Max(v + d.Value, 0) : Math.Min(v, d.Value)) : v;
+    /// <summary>Static-bound, unit-step slice.</summary>
+    public static Value Slice(this Builder b, Value x, long[] starts, long[] ends, long[] axes) =>
+        b.Apply1(SliceOp, [x, b.Ints(starts), b.Ints(ends), b.Ints(axes)]);
 
     /// <summary>Slice with run-time bounds (starts/ends are int64 tensors).</summary>
     public static Value Slice(this Builder b, Value x, Value starts, Value ends, Value axes) => b.Apply1(SliceOp, [x, starts, ends, axes]);

@@ -43,8 +43,8 @@ public sealed record BenchResult
     public required double SetupS { get; init; }
     public required double LastLoss { get; init; }
 
-    /// <summary>Operations of the grad step's CUDA graph (--cuda-graph), or null when steps ran through ORT.</summary>
-    public long? CudaGraphNodes { get; init; }
+    /// <summary>Whether the grad step replayed as a CUDA graph (--cuda-graph).</summary>
+    public bool CudaGraph { get; init; }
 
     public string ToJson()
     {
@@ -63,8 +63,7 @@ public sealed record BenchResult
             ["dropout"] = Dropout,
             ["gradient_checkpointing"] = GradientCheckpointing,
             ["fused_kernels"] = new JsonArray(FusedKernels.Select(k => (JsonNode?)k).ToArray()),
-            ["cuda_graph"] = CudaGraphNodes != null,
-            ["cuda_graph_nodes"] = CudaGraphNodes,
+            ["cuda_graph"] = CudaGraph,
             ["warmup_steps"] = WarmupSteps,
             ["steps"] = Steps,
             ["tokens_per_step"] = TokensPerStep,

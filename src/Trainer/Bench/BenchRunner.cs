@@ -49,7 +49,6 @@ public static class BenchRunner
         double lastLoss;
         double setup;
         long deviceBytes;
-        long? graphNodes;
         using (runner = new StepRunner(rt, manifest, name => name == "grad_step" ? bytes : throw Fail.Bug($"the bench has no {name} graph"), new RandomWeights((ulong)o.Seed), optimizer, init, optimizerChunk: o.OptimizerChunk))
         {
             var micro = new[] { RandomBatch(batch, seq, preset.Model.VocabSize, o.Seed) };
@@ -73,11 +72,9 @@ public static class BenchRunner
             watch.Dispose();
             memory.Sample();
             deviceBytes = runner.DeviceBytes;
-            graphNodes = runner.GraphNodes;
-            if (graphNodes is { } n) log.WriteLine($"grad_step replayed as a CUDA graph of {n:N0} operations");
         }
         if (o.Profile != null) ProfileSummary.Report(o.Profile, log);
-        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with { FusedKernels = FusedKernels.Names(fused), CudaGraphNodes = graphNodes };
+        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with { FusedKernels = FusedKernels.Names(fused), CudaGraph = o.CudaGraph };
     }
 
     private static void Check(BenchOptions o, int seq, int batch, DType dtype)

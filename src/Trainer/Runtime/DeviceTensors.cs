@@ -112,26 +112,10 @@ public sealed class BoundSession : IDisposable
     /// </summary>
     public void Run(IReadOnlyDictionary<string, OrtValue> inputs, IReadOnlyDictionary<string, OrtValue> outputs) => Run(inputs, outputs, _options);
 
-    /// <summary>
-    /// Runs without ORT's end-of-run stream synchronisation: for a run recorded into a CUDA graph, where
-    /// nothing executes and a synchronise would end the capture.
-    /// </summary>
-    public void RunUnsynchronized(IReadOnlyDictionary<string, OrtValue> inputs, IReadOnlyDictionary<string, OrtValue> outputs)
-    {
-        if (_noSync == null)
-        {
-            _noSync = new RunOptions();
-            _noSync.AddRunConfigEntry("disable_synchronize_execution_providers", "1");
-        }
-        Run(inputs, outputs, _noSync);
-    }
-
-    /// <summary>Whether every named tensor is the one bound last run (a captured graph replays those addresses).</summary>
+    /// <summary>Whether every named tensor is the one bound last run (a replayed CUDA graph reuses those addresses).</summary>
     public bool BoundTo(IReadOnlyDictionary<string, OrtValue> inputs, IReadOnlyDictionary<string, OrtValue> outputs) =>
         Inputs.All(n => inputs.TryGetValue(n, out var v) && _boundIn.TryGetValue(n, out var was) && ReferenceEquals(v, was))
         && Outputs.All(n => outputs.TryGetValue(n, out var v) && _boundOut.TryGetValue(n, out var was) && ReferenceEquals(v, was));
-
-    private RunOptions? _noSync;
 
     private void Run(IReadOnlyDictionary<string, OrtValue> inputs, IReadOnlyDictionary<string, OrtValue> outputs, RunOptions options)
     {
@@ -158,7 +142,6 @@ public sealed class BoundSession : IDisposable
     {
         _binding.Dispose();
         _options.Dispose();
-        _noSync?.Dispose();
         _session.Dispose();
     }
 }

@@ -13,7 +13,7 @@ public enum Device { Cpu, Cuda }
 public sealed class OrtRuntime
 {
     private static readonly Lock Gate = new();
-    private static CudaAllocator? _cuda;
+    private static CudaSetup? _cuda;
 
     private OrtRuntime(Device device) => Device = device;
 
@@ -46,36 +46,58 @@ public sealed class OrtRuntime
     public OrtMemoryInfo DeviceMemory => Device == Device.Cpu ? OrtMemoryInfo.DefaultInstance : Cuda().Allocator.Info;
 
     /// <summary>
-    /// The allocator for device-resident tensors (weights, trainer state): the CPU default, or the CUDA arena of
-    /// one small process-wide session that exists only to own it. Each compute session keeps its own arena.
+    /// The allocator for device-resident tensors (weights, trainer state): the CPU default, or on CUDA the arena
+    /// of one small process-wide session that exists only to own it (each compute session keeps its own arena).
     /// </summary>
     public OrtAllocator DeviceAllocator() => Device == Device.Cpu ? OrtAllocator.DefaultInstance : Cuda().Allocator;
 
     /// <summary>The CUDA provider library this process loads (beside libonnxruntime.so, as the NuGet package lays it out).</summary>
     public static string CudaProviderPath => Path.Combine(Path.GetDirectoryName(OrtLibrary.Path) ?? ".", "libonnxruntime_providers_cuda.so");
 
-    private sealed record CudaAllocator(InferenceSession Session, OrtAllocator Allocator);
+    /// <summary>
+    /// MIXLORA_CUDA_EP=devices: sessions take the CUDA provider through the environment's EP devices
+    /// (AppendExecutionProvider(env, devices, options), as on ORT 1.29) instead of AppendExecutionProvider_CUDA.
+    /// </summary>
+    private static readonly bool ViaEpDevices = Environment.GetEnvironmentVariable("MIXLORA_CUDA_EP") == "devices";
 
-    private static CudaAllocator Cuda()
+    private sealed record CudaSetup(OrtEpDevice[] Devices, InferenceSession? Session, OrtAllocator Allocator);
+
+    /// <summary>
+    /// Loads the CUDA provider once. Its library is also registered with the environment: host↔device copies
+    /// outside a session run (<c>OrtEnv.CopyTensors</c>) use the data transfer that registration provides; without it
+    /// ORT 1.32 answers "Data transfer implementation between source and destination device was not found".
+    /// </summary>
+    private static CudaSetup Cuda()
     {
         lock (Gate)
         {
             if (_cuda != null) return _cuda;
             Fail.If(!File.Exists(CudaProviderPath), $"{CudaProviderPath} is missing: this build carries the CPU ONNX Runtime",
-                "build the CUDA flavour (tools/setup.sh --cuda, or dotnet build/publish -p:MixLoraOrt=cuda), or use --device cpu");
-            using var o = new OrtRuntime(Device.Cuda).Options();
-            InferenceSession session;
+                "build the CUDA flavour (tools/setup.sh cuda, or dotnet build/publish -p:MixLoraOrt=cuda), or use --device cpu");
+            var env = OrtEnv.Instance();
             try
             {
-                session = new InferenceSession(AllocatorGraph.Value, o);
+                env.RegisterExecutionProviderLibrary("cuda", CudaProviderPath);
+                var devices = env.GetEpDevices().Where(d => d.EpName == "CUDAExecutionProvider").Take(1).ToArray();
+                if (devices.Length == 0) throw Fail.User("the CUDA provider loaded but found no GPU", "run on a machine with an NVIDIA GPU, or use --device cpu");
+                if (ViaEpDevices)
+                {
+                    var shared = env.GetSharedAllocator(devices[0].GetMemoryInfo(OrtDeviceMemoryType.DEFAULT))
+                        ?? env.CreateSharedAllocator(devices[0], OrtDeviceMemoryType.DEFAULT, OrtAllocatorType.ArenaAllocator,
+                            new Dictionary<string, string> { ["arena.extend_strategy"] = "1" });   // grow by what is requested
+                    return _cuda = new CudaSetup(devices, null, shared);
+                }
+                using var o = new OrtRuntime(Device.Cuda).Options();
+                var session = new InferenceSession(AllocatorGraph.Value, o);
+                using var info = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
+                return _cuda = new CudaSetup(devices, session, new OrtAllocator(session, info));
             }
             catch (OnnxRuntimeException e)
             {
+                _cuda = null;
                 throw Fail.User($"could not start the CUDA provider {CudaProviderPath} ({e.Message})",
                     "check that the CUDA 13 and cuDNN 9 libraries are on LD_LIBRARY_PATH and a GPU driver is present, or use --device cpu");
             }
-            using var info = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
-            return _cuda = new CudaAllocator(session, new OrtAllocator(session, info));
         }
     }
 
@@ -88,8 +110,9 @@ public sealed class OrtRuntime
     });
 
     /// <summary>
-    /// Whether the CUDA grad step is captured as a CUDA graph after its first runs and replayed
-    /// (`--cuda-graph`; see <see cref="CheckCudaGraphs"/>).
+    /// Whether ORT captures the CUDA grad step as a CUDA graph and replays it (`--cuda-graph`, the provider's
+    /// `enable_cuda_graph`; on ORT 1.29 that capture failed and we captured through the driver API instead,
+    /// docs/ort-cuda.md). See <see cref="CheckCudaGraphs"/>.
     /// </summary>
     public bool CudaGraphs { get; private init; }
 
@@ -109,16 +132,10 @@ public sealed class OrtRuntime
 
     /// <summary>
     /// MIXLORA_STRICT_PLACEMENT=1: session creation fails when any node is assigned to the CPU. Off by
-    /// default because ORT deliberately places small int64 shape computations on the CPU; placement of
-    /// compute nodes is checked from the profiler instead (mixlora-bench reports it).
+    /// default: ORT 1.29 placed small int64 shape computations on the CPU and rejected every graph so; 1.32
+    /// accepts the bench's grad step and optimizer graphs (docs/ort-cuda.md), other graphs are unchecked.
     /// </summary>
     public static bool StrictPlacement { get; } = Environment.GetEnvironmentVariable("MIXLORA_STRICT_PLACEMENT") == "1";
-
-    /// <summary>
-    /// MIXLORA_ORT_CUDA_GRAPH=1: the grad step's session asks for ORT's own CUDA graph capture
-    /// (`enable_cuda_graph`) instead of ours (diagnosis: docs/ort-cuda.md says how it fares).
-    /// </summary>
-    public static bool OrtCudaGraph { get; } = Environment.GetEnvironmentVariable("MIXLORA_ORT_CUDA_GRAPH") == "1";
 
     /// <summary>MIXLORA_CUDA_OPTIONS="k=v;k=v" replaces the provider options (for diagnosis).</summary>
     private static Dictionary<string, string> ProviderOptions()
@@ -132,9 +149,8 @@ public sealed class OrtRuntime
 
     /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>
     /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only; default <see cref="StrictPlacement"/>).</param>
-    /// <param name="stream">a CUDA stream for the session to compute on (0: the provider's own).</param>
-    /// <param name="ortGraph">ask ORT to capture and replay the session as a CUDA graph (`enable_cuda_graph`).</param>
-    public SessionOptions Options(bool profile = false, bool? strict = null, nint stream = 0, bool ortGraph = false)
+    /// <param name="cudaGraph">ORT captures the session's run as a CUDA graph and replays it (`enable_cuda_graph`).</param>
+    public SessionOptions Options(bool profile = false, bool? strict = null, bool cudaGraph = false)
     {
         var o = new SessionOptions
         {
@@ -157,11 +173,17 @@ public sealed class OrtRuntime
         if (Device == Device.Cuda)
         {
             var provider = ProviderOptions();
-            if (stream != 0) (provider["has_user_compute_stream"], provider["user_compute_stream"]) = ("1", ((ulong)stream).ToString(System.Globalization.CultureInfo.InvariantCulture));
-            if (ortGraph) provider["enable_cuda_graph"] = "1";
-            using var cuda = new OrtCUDAProviderOptions();
-            cuda.UpdateOptions(provider);
-            o.AppendExecutionProvider_CUDA(cuda);
+            if (cudaGraph) provider["enable_cuda_graph"] = "1";
+            if (ViaEpDevices)
+            {
+                o.AppendExecutionProvider(OrtEnv.Instance(), Cuda().Devices, provider);
+            }
+            else
+            {
+                using var cuda = new OrtCUDAProviderOptions();
+                cuda.UpdateOptions(provider);
+                o.AppendExecutionProvider_CUDA(cuda);
+            }
             if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
             // each session allocates from its own arena, dynamically (no memory pattern). Measured on the H100
             // (README, GPU): with the environment's shared arena steps took 19-35% longer (7B MixLoRA 255 vs

@@ -29,9 +29,7 @@ public sealed class StepRunner : IDisposable
     private readonly DeviceTensors _store;
     private readonly Dictionary<string, OrtValue> _weights = new(StringComparer.Ordinal);
     private readonly StepIO _io;
-    private readonly Runtime.Kernels.CudaGraph? _graph;
     private int _gradRuns;
-    private const int PlainRunsBeforeCapture = 2;
 
     /// <summary>Reads the graphs from the artifacts folder and the frozen weights from the manifest's model.</summary>
     public StepRunner(OrtRuntime rt, Manifest manifest, string artifactsDir, OptimizerOptions optimizer, AdapterWeights init, AdapterWeights? m = null, AdapterWeights? v = null)
@@ -53,10 +51,8 @@ public sealed class StepRunner : IDisposable
         _eval = new(() => Open("eval_step"));
         try
         {
-            _graph = rt.CudaGraphs ? new Runtime.Kernels.CudaGraph() : null;
-            _grad = _graph != null ? new BoundSession(rt, graphs("grad_step"), rt.Options(stream: _graph.Stream))
-                : OrtRuntime.OrtCudaGraph && rt.Device == Device.Cuda ? new BoundSession(rt, graphs("grad_step"), rt.Options(ortGraph: true))
-                : Open("grad_step");
+            // --cuda-graph: ORT captures the grad step as a CUDA graph on a run after its first and replays it
+            _grad = rt.CudaGraphs ? new BoundSession(rt, graphs("grad_step"), rt.Options(cudaGraph: true)) : Open("grad_step");
             _store = new DeviceTensors(rt, _grad.Session);
             UploadWeights(weights);
         }
@@ -103,7 +99,7 @@ public sealed class StepRunner : IDisposable
                 _io.SetSeed(step, i);
                 inputs[GraphBuilder.Ops.SwiGluSlotsOps.SeedInput] = seed;
             }
-            if (i == 0 && _graph != null) RunGraph(inputs, outputs);
+            if (i == 0 && _rt.CudaGraphs) RunGraph(inputs, outputs);
             else session.Run(inputs, outputs);
             if (i > 0) State.Grads.Swap();
             _io.Accumulate(sums, ref load);
@@ -115,21 +111,15 @@ public sealed class StepRunner : IDisposable
         return new StepResult(sums[0] / n, sums[1] / n, sums[2] / n, _io.GradNorm, micro.Sum(b => b.AttentionMask.Sum()), load);
     }
 
-    /// <summary>Plain runs first (ORT allocates and plans), then one run captured as a CUDA graph, then replays.</summary>
+    /// <summary>
+    /// A replayed CUDA graph reuses every address of the captured run: from the second run on, every bound
+    /// tensor must be the one bound before (per-step values, the batch and the seed, change in place).
+    /// </summary>
     private void RunGraph(Dictionary<string, OrtValue> inputs, Dictionary<string, OrtValue> outputs)
     {
-        if (!_graph!.Captured && ++_gradRuns > PlainRunsBeforeCapture) _graph.Capture(() => _grad.RunUnsynchronized(inputs, outputs));
-        if (!_graph.Captured)
-        {
-            _grad.Run(inputs, outputs);
-            return;
-        }
-        if (!_grad.BoundTo(inputs, outputs)) throw GraphBuilder.Fail.Bug("a grad_step tensor moved after the step was captured as a CUDA graph");
-        _graph.Replay();
+        if (_gradRuns++ > 0 && !_grad.BoundTo(inputs, outputs)) throw GraphBuilder.Fail.Bug("a grad_step tensor moved while the step replays as a CUDA graph");
+        _grad.Run(inputs, outputs);
     }
-
-    /// <summary>Operations in the captured grad step (null: no CUDA graph, or not captured yet).</summary>
-    public long? GraphNodes => _graph is { Captured: true } g ? g.Nodes : null;
 
     /// <summary>Token-weighted mean losses over the batches, with training off (no dropout).</summary>
     public (double Loss, double LmLoss, long Tokens) Eval(IEnumerable<Batch> batches)
@@ -160,7 +150,6 @@ public sealed class StepRunner : IDisposable
     public void Dispose()
     {
         _grad.Dispose();
-        _graph?.Dispose();
         if (_gradAcc.IsValueCreated) _gradAcc.Value.Dispose();
         if (_eval.IsValueCreated) _eval.Value.Dispose();
         _opt.Dispose();

@@ -175,16 +175,6 @@ internal static unsafe class CudaRtc
         public delegate* unmanaged<nint, byte*, int> GetProgramLog;
         public delegate* unmanaged<nint*, int> DestroyProgram;
         public delegate* unmanaged<int, nint> RtcError;
-        public delegate* unmanaged<nint*, uint, int> StreamCreate;
-        public delegate* unmanaged<nint, int> StreamSynchronize;
-        public delegate* unmanaged<int> CtxSynchronize;
-        public delegate* unmanaged<nint, int, int> StreamBeginCapture;
-        public delegate* unmanaged<nint, nint*, int> StreamEndCapture;
-        public delegate* unmanaged<nint*, nint, ulong, int> GraphInstantiate;
-        public delegate* unmanaged<nint, nint, int> GraphLaunch;
-        public delegate* unmanaged<nint, nint*, nuint*, int> GraphGetNodes;
-        public delegate* unmanaged<nint, int> GraphDestroy;
-        public delegate* unmanaged<nint, int> GraphExecDestroy;
 
         public static Api Load()
         {
@@ -211,16 +201,6 @@ internal static unsafe class CudaRtc
                 GetProgramLog = (delegate* unmanaged<nint, byte*, int>)NativeLibrary.GetExport(rtc, "nvrtcGetProgramLog"),
                 DestroyProgram = (delegate* unmanaged<nint*, int>)NativeLibrary.GetExport(rtc, "nvrtcDestroyProgram"),
                 RtcError = (delegate* unmanaged<int, nint>)NativeLibrary.GetExport(rtc, "nvrtcGetErrorString"),
-                StreamCreate = (delegate* unmanaged<nint*, uint, int>)NativeLibrary.GetExport(cuda, "cuStreamCreate"),
-                StreamSynchronize = (delegate* unmanaged<nint, int>)NativeLibrary.GetExport(cuda, "cuStreamSynchronize"),
-                CtxSynchronize = (delegate* unmanaged<int>)NativeLibrary.GetExport(cuda, "cuCtxSynchronize"),
-                StreamBeginCapture = (delegate* unmanaged<nint, int, int>)NativeLibrary.GetExport(cuda, "cuStreamBeginCapture_v2"),
-                StreamEndCapture = (delegate* unmanaged<nint, nint*, int>)NativeLibrary.GetExport(cuda, "cuStreamEndCapture"),
-                GraphInstantiate = (delegate* unmanaged<nint*, nint, ulong, int>)NativeLibrary.GetExport(cuda, "cuGraphInstantiateWithFlags"),
-                GraphLaunch = (delegate* unmanaged<nint, nint, int>)NativeLibrary.GetExport(cuda, "cuGraphLaunch"),
-                GraphGetNodes = (delegate* unmanaged<nint, nint*, nuint*, int>)NativeLibrary.GetExport(cuda, "cuGraphGetNodes"),
-                GraphDestroy = (delegate* unmanaged<nint, int>)NativeLibrary.GetExport(cuda, "cuGraphDestroy"),
-                GraphExecDestroy = (delegate* unmanaged<nint, int>)NativeLibrary.GetExport(cuda, "cuGraphExecDestroy"),
             };
         }
 
