@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session on the device machine (after ../shared/device/stage.sh pieces are in place):
 # smoke checks, CUDA parity training (fp32/bf16), then benchmarks. Results go to $OUT (log.txt,
-# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|ortchecks|strict|ortgraph|probe|ncu]...
+# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|ortchecks|strict|probe|ncu]...
 set -uo pipefail
 source /root/mixlora/env.sh
 APP=${APP_DIR:-$APP}   # APP_DIR: another published build staged beside the app piece; TAG names its result files
@@ -74,15 +74,6 @@ for part in "${parts[@]}"; do
       log "strict placement, ${STRICT_CASE:-tinyllama-1.1b mixlora}"
       set -- ${STRICT_CASE:-tinyllama-1.1b mixlora}
       MIXLORA_STRICT_PLACEMENT=1 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps 2 --warmup 1 --quiet ;;
-    ortgraph)
-      # ORT's own CUDA graph capture (enable_cuda_graph) on the grad step, dropout 0
-      IFS='|' read -ra cases <<< "${BENCH:-tinyllama-1.1b mixlora}"
-      for c in "${cases[@]}"; do
-        set -- $c
-        log "bench $c --dropout 0, ORT enable_cuda_graph"
-        MIXLORA_ORT_CUDA_GRAPH=1 LIMIT=300 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps "${STEPS:-8}" --warmup 3 --dropout 0 --quiet
-        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench.jsonl"
-      done ;;
     probe) log probe; run $T doctor --device cuda --ops --dtypes "${DTYPES:-bfloat16,float16}" ;;
     ncu)
       # GPU kernel time of one training step (Nsight Compute, one metric, clocks and caches as found),
