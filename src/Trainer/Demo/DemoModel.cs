@@ -7,9 +7,10 @@ namespace MixLoRA.Trainer.Demo;
 
 /// <summary>
 /// The demo's tiny LLaMA checkpoint, generated from a seed: a HF `config.json` and `model.safetensors`
-/// with HF key names, and its tokenizer files (<see cref="WriteTokenizer"/>). Weights are random with fan-in scaling (embeddings N(0, 1), projections
-/// N(0, 1/fan_in), lm_head N(0, 1/hidden), norms 1), so the residual stream keeps unit scale and an
-/// adapter can move the logits far enough for the loss to fall clearly.
+/// with HF key names, and its tokenizer files (<see cref="WriteTokenizer"/>). Weights are random with
+/// fan-in scaling (embeddings N(0, 1), projections N(0, 1/fan_in), lm_head N(0, 1/hidden), norms 1), so
+/// the residual stream keeps unit scale and an adapter can move the logits far enough for the loss to fall
+/// clearly.
 /// </summary>
 public static class DemoModel
 {

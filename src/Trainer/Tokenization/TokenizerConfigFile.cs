@@ -8,15 +8,16 @@ namespace MixLoRA.Trainer.Tokenization;
 
 /// <summary>
 /// A Hugging Face <c>tokenizer_config.json</c> derived from a tokenizer.json and the model's config.json, for
-/// model folders that have none. Hosts that read the pair (transformers; onnxruntime-extensions inside
-/// ONNX Runtime GenAI, which refuses a folder without it) then tokenize as <see cref="HfTokenizer"/> does:
+/// model folders that have none, so that hosts reading the pair (onnxruntime-extensions inside ONNX Runtime
+/// GenAI, which refuses a folder without it; transformers) see the special tokens and BOS/EOS behaviour
+/// <see cref="HfTokenizer"/> uses:
 /// <list type="bullet">
 /// <item><c>tokenizer_class</c>: <c>LlamaTokenizerFast</c> for SentencePiece-style files (a <c>▁</c> in the
 /// normalizer, pre-tokenizer or decoder, or Metaspace), else <c>Qwen2TokenizerFast</c> for qwen2 models and
 /// <c>PreTrainedTokenizerFast</c> (as LLaMA-3 ships) for other byte-level files;</item>
-/// <item><c>bos_token</c>/<c>eos_token</c>/<c>pad_token</c>: the tokens of the ids <see cref="HfTokenizer"/>
-/// resolves from the tokenizer.json (post-processor, well-known names), else of config.json's ids;
-/// <c>unk_token</c>: the BPE model's;</item>
+/// <item><c>bos_token</c>/<c>eos_token</c>: the tokens of the ids <see cref="HfTokenizer"/> resolves from the
+/// tokenizer.json alone (post-processor, well-known names), else of config.json's ids; <c>pad_token</c>: the
+/// tokenizer's (null when it has none); <c>unk_token</c>: the BPE model's;</item>
 /// <item><c>add_bos_token</c>/<c>add_eos_token</c>: whether the post-processor puts exactly that BOS before /
 /// that EOS after a sequence;</item>
 /// <item><c>model_max_length</c>: config.json's max_position_embeddings; <c>clean_up_tokenization_spaces</c>:
