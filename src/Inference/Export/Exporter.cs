@@ -6,6 +6,7 @@ using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.GraphBuilder.Onnx;
+using MixLoRA.Trainer.Tokenization;
 
 namespace MixLoRA.Inference.Export;
 
@@ -34,7 +35,9 @@ public sealed record ExportResult(string OutDir, IReadOnlyList<string> Files, Gr
 /// <summary>
 /// Writes an exported model folder for ORT hosts (DESIGN §8): model.onnx + model.onnx.data (weights as
 /// external-data initializers, streamed from the memory-mapped checkpoint), genai_config.json, config.json,
-/// the tokenizer files, and with an adapter its adapter_config.json (and, with --onnx-adapter, adapter.onnx_adapter).
+/// the tokenizer files (plus a tokenizer_config.json derived from tokenizer.json when the model folder has
+/// none: <see cref="TokenizerConfigFile"/>), and with an adapter its adapter_config.json (and, with
+/// --onnx-adapter, adapter.onnx_adapter).
 /// </summary>
 public static class Exporter
 {
@@ -42,9 +45,11 @@ public static class Exporter
     public const string DataFile = "model.onnx.data";
     public const string AdapterFile = "adapter.onnx_adapter";
 
+    public const string TokenizerFile = "tokenizer.json";
+
     /// <summary>Files copied from the model folder when present.</summary>
     public static readonly string[] CopiedFiles =
-        ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"];
+        ["config.json", "generation_config.json", TokenizerFile, TokenizerConfigFile.FileName, "special_tokens_map.json", "tokenizer.model"];
 
     /// <summary>Builds the graph-side adapter from its config and the compute dtype (tests may substitute their own).</summary>
     public static Func<AdapterConfig, DType, IAdapter> CreateAdapter { get; set; } = (cfg, compute) => new AdapterGraph(cfg, compute, training: null);
@@ -145,6 +150,12 @@ public static class Exporter
         {
             Copy(Path.Combine(o.ModelDir, name), Path.Combine(o.OutDir, name));
             files.Add(name);
+        }
+        // ONNX Runtime GenAI's tokenizer (onnxruntime-extensions) needs tokenizer_config.json beside tokenizer.json
+        if (files.Contains(TokenizerFile) && !files.Contains(TokenizerConfigFile.FileName))
+        {
+            TokenizerConfigFile.Write(Path.Combine(o.OutDir, TokenizerConfigFile.FileName), Path.Combine(o.ModelDir, TokenizerFile), cfg);
+            files.Add(TokenizerConfigFile.FileName);
         }
         if (o.AdapterDir != null)
         {

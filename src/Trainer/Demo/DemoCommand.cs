@@ -58,9 +58,9 @@ public static class DemoCommand
         var tasks = DemoCorpus.Generate(s.Seed);
         Directory.CreateDirectory(model);
         var (tokJson, vocab) = DemoTokenizer.Build(tasks.SelectMany(t => t.Texts).Select(t => t.Prompt + t.Target), merges: 160);
-        AtomicFile.WriteAllText(Path.Combine(model, "tokenizer.json"), tokJson.ToJsonString());
         var cfg = DemoModel.Config(vocab);
         DemoModel.Write(model, cfg, s.Seed);
+        DemoModel.WriteTokenizer(model, tokJson, cfg);
         Directory.CreateDirectory(data);
         var dataArgs = tasks.Select(t => DemoCorpus.Write(t, data)).ToArray();
         var adapterFile = Path.Combine(root, "adapter_config.json");
@@ -83,7 +83,7 @@ public static class DemoCommand
         var (head, tail) = SmoothedLoss(summary.MetricsPath, Math.Max(1, s.Steps / 10));
         log.WriteLine($"loss, mean of the first and of the last {Math.Max(1, s.Steps / 10)} steps: {head:F3} → {tail:F3}");
         log.WriteLine("demo outputs:");
-        log.WriteLine($"  model      {model} (config.json, model.safetensors, tokenizer.json)");
+        log.WriteLine($"  model      {model} (config.json, model.safetensors, tokenizer.json, tokenizer_config.json)");
         log.WriteLine($"  data       {data}");
         log.WriteLine($"  graphs     {artifacts}");
         log.WriteLine($"  adapter    {summary.AdapterDir}");

@@ -1,13 +1,16 @@
+using System.Text.Json.Nodes;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.Models;
+using MixLoRA.Trainer.Tokenization;
 
 namespace MixLoRA.Trainer.Demo;
 
 /// <summary>
 /// The demo's tiny LLaMA checkpoint, generated from a seed: a HF `config.json` and `model.safetensors`
-/// with HF key names. Weights are random with fan-in scaling (embeddings N(0, 1), projections
-/// N(0, 1/fan_in), lm_head N(0, 1/hidden), norms 1), so the residual stream keeps unit scale and an
-/// adapter can move the logits far enough for the loss to fall clearly.
+/// with HF key names, and its tokenizer files (<see cref="WriteTokenizer"/>). Weights are random with
+/// fan-in scaling (embeddings N(0, 1), projections N(0, 1/fan_in), lm_head N(0, 1/hidden), norms 1), so
+/// the residual stream keeps unit scale and an adapter can move the logits far enough for the loss to fall
+/// clearly.
 /// </summary>
 public static class DemoModel
 {
@@ -56,6 +59,19 @@ public static class DemoModel
         tensors.Add(("model.norm.weight", [h], Ones(h)));
         tensors.Add(("lm_head.weight", [v, h], Normal(rng, v * h, 1.0 / Math.Sqrt(h))));
         SafetensorsWriter.WriteFloats(Path.Combine(dir, "model.safetensors"), tensors);
+    }
+
+    /// <summary>
+    /// Writes tokenizer.json and, derived from it and <paramref name="cfg"/>, tokenizer_config.json into
+    /// <paramref name="dir"/> (hosts such as ONNX Runtime GenAI read the pair).
+    /// </summary>
+    public static void WriteTokenizer(string dir, JsonObject tokenizerJson, ModelConfig cfg)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizerJson);
+        Directory.CreateDirectory(dir);
+        var file = Path.Combine(dir, "tokenizer.json");
+        AtomicFile.WriteAllText(file, tokenizerJson.ToJsonString());
+        TokenizerConfigFile.Write(Path.Combine(dir, TokenizerConfigFile.FileName), file, cfg);
     }
 
     private static float[] Ones(long n) => Enumerable.Repeat(1f, (int)n).ToArray();

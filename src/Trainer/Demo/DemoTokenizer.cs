@@ -6,8 +6,9 @@ namespace MixLoRA.Trainer.Demo;
 /// A small LLaMA-2-style tokenizer.json for the demo, learned from its corpus: SentencePiece-like BPE
 /// (spaces become `▁`, a `▁` is prepended, byte fallback for anything unseen), `<unk>`/`<s>`/`</s>`
 /// special tokens, BOS added by the post-processor, and the matching decoder. The merges are learned
-/// greedily (most frequent adjacent pair; ties by ordinal order), never across a `▁` or a newline
-/// inside a token, so tokens look like SentencePiece pieces (`▁the`).
+/// greedily (most frequent adjacent pair; ties by ordinal order) and only within a run of letters or of
+/// punctuation, optionally led by one `▁` (see <see cref="Mergeable"/>), so tokens look like
+/// SentencePiece pieces (`▁the`, `.`) and other SentencePiece-style tokenizers split text the same way.
 /// </summary>
 public static class DemoTokenizer
 {
@@ -32,8 +33,27 @@ public static class DemoTokenizer
         return (Json(vocab, learned), vocab.Count);
     }
 
-    private static bool Mergeable(string left, string right) =>
-        !right.Contains(Space, StringComparison.Ordinal) && !left.Contains('\n', StringComparison.Ordinal) && !right.Contains('\n', StringComparison.Ordinal);
+    /// <summary>
+    /// Whether left+right may become a token: an optional leading `▁` and then only letters, or only
+    /// punctuation/symbols; never digits, whitespace or a `▁` inside. SentencePiece's own splitting (by
+    /// whitespace, script and digit) keeps LLaMA-2's pieces within such runs, and tokenizers that
+    /// pre-split SentencePiece text with the LLaMA regex (onnxruntime-extensions, used by ONNX Runtime
+    /// GenAI) rely on that: a merge across a letter/punctuation boundary (`s.`) would be applied by HF
+    /// tokenizers but not by them.
+    /// </summary>
+    internal static bool Mergeable(string left, string right)
+    {
+        var s = (left + right).AsSpan();
+        if (s.StartsWith(Space, StringComparison.Ordinal)) s = s[Space.Length..];
+        if (s.IsEmpty) return false;
+        var letters = char.IsLetter(s[0]);
+        foreach (var c in s)
+        {
+            if (char.IsWhiteSpace(c) || char.IsNumber(c) || c == Space[0] || char.IsSurrogate(c)) return false;
+            if (char.IsLetter(c) != letters) return false;
+        }
+        return true;
+    }
 
     private static (string Left, string Right)? BestPair(List<List<string>> sequences)
     {

@@ -18,7 +18,7 @@ public sealed class HfTokenizer : ITokenizer
     private readonly IDecoder? _decoder;
     private readonly Dictionary<string, int> _addedByContent = new(StringComparer.Ordinal);
 
-    private HfTokenizer(string path, JsonAt root)
+    private HfTokenizer(string path, JsonAt root, bool readConfig)
     {
         Path = path;
         _model = BpeModel.From(root.Get("model"));
@@ -30,7 +30,7 @@ public sealed class HfTokenizer : ITokenizer
         _added = new AddedTokens(added, _normalizer);
         foreach (var t in added) _addedByContent.TryAdd(t.Content, t.Id);
         VocabSize = Math.Max(_model.Size, added.Count == 0 ? 0 : added.Max(t => t.Id) + 1);
-        (BosId, EosId, PadId) = SpecialTokenIds.Resolve(path, TokenToId, _post, _added);
+        (BosId, EosId, PadId) = SpecialTokenIds.Resolve(path, TokenToId, _post, _added, readConfig);
     }
 
     /// <summary>The tokenizer.json this was loaded from.</summary>
@@ -45,14 +45,23 @@ public sealed class HfTokenizer : ITokenizer
 
     public int? PadId { get; }
 
+    /// <summary>The special ids the post-processor puts before a single sequence (BOS for LLaMA-2).</summary>
+    public IReadOnlyList<int> SpecialPrefix => _post?.Prefix ?? [];
+
+    /// <summary>The special ids the post-processor puts after a single sequence.</summary>
+    public IReadOnlyList<int> SpecialSuffix => _post?.Suffix ?? [];
+
     /// <summary>The `added_tokens` of the file (special and not).</summary>
     public IReadOnlyCollection<AddedToken> AddedTokens => _added.All;
 
     /// <summary>Loads a tokenizer.json; missing files, malformed JSON and unsupported components are UserErrors naming the file.</summary>
-    public static HfTokenizer Load(string path)
+    public static HfTokenizer Load(string path) => Load(path, readConfig: true);
+
+    /// <summary>Loads a tokenizer.json; <paramref name="readConfig"/> false ignores a tokenizer_config.json beside it.</summary>
+    internal static HfTokenizer Load(string path, bool readConfig)
     {
         using var doc = JsonAt.ParseFile(path);
-        return new HfTokenizer(path, new JsonAt(doc.RootElement, path, ""));
+        return new HfTokenizer(path, new JsonAt(doc.RootElement, path, ""), readConfig);
     }
 
     /// <summary>Loads `tokenizer.json` of a model folder (a Hugging Face checkpoint directory).</summary>

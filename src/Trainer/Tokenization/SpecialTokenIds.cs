@@ -14,11 +14,12 @@ internal static class SpecialTokenIds
     private static readonly string[] EosNames = ["</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>"];
     private static readonly string[] PadNames = ["<pad>", "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>"];
 
+    /// <summary>The ids; <paramref name="readConfig"/> false ignores a tokenizer_config.json beside the file.</summary>
     public static (int? Bos, int? Eos, int? Pad) Resolve(
-        string tokenizerFile, Func<string, int?> tokenToId, IPostProcessor? post, AddedTokens added)
+        string tokenizerFile, Func<string, int?> tokenToId, IPostProcessor? post, AddedTokens added, bool readConfig = true)
     {
-        string configFile = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(tokenizerFile)) ?? ".", "tokenizer_config.json");
-        JsonDocument? config = File.Exists(configFile) ? JsonAt.ParseFile(configFile) : null;
+        string configFile = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(tokenizerFile)) ?? ".", TokenizerConfigFile.FileName);
+        JsonDocument? config = readConfig && File.Exists(configFile) ? JsonAt.ParseFile(configFile) : null;
         using (config)
         {
             JsonAt? root = config is null ? null : new JsonAt(config.RootElement, configFile, "");

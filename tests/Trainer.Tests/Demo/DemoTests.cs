@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.RegularExpressions;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.Trainer.Cli;
@@ -37,6 +38,7 @@ public sealed class DemoTests
         Assert.AreEqual(8, cfg.R);
         Assert.IsTrue(AdapterWeights.Load(adapter).Keys.Any(k => k.Contains("moe_gate", StringComparison.Ordinal)));
         Assert.AreEqual("llama", ModelConfig.Load(Path.Combine(root, "model")).ModelType);
+        Assert.IsTrue(File.Exists(Path.Combine(root, "model", TokenizerConfigFile.FileName)), "the model folder has tokenizer_config.json");
         foreach (var path in new[] { Path.Combine(root, "model"), Path.Combine(root, "artifacts"), adapter, Path.Combine(root, "run", "metrics.jsonl") })
             Assert.Contains(path, stdout, "the demo says where its outputs are");
         Assert.Contains("router load", stdout);
@@ -67,6 +69,11 @@ public sealed class DemoTests
         File.WriteAllText(file, json.ToJsonString());
         var tok = HfTokenizer.Load(file);
         Assert.AreEqual(vocab, tok.VocabSize);
+        // merges stay inside a run of letters or of punctuation, led by at most one ▁ (as SentencePiece pieces do)
+        var piece = new Regex(@"^▁?(\p{L}+|[^\s\p{L}\p{N}▁]+)$");
+        var merged = json["model"]!["merges"]!.AsArray().Select(m => (string)m![0]! + (string)m[1]!).ToList();
+        Assert.IsGreaterThan(50, merged.Count);
+        foreach (var token in merged) Assert.IsTrue(piece.IsMatch(token), $"merge '{token}'");
         Assert.AreEqual(1, tok.BosId);
         Assert.AreEqual(2, tok.EosId);
         foreach (var text in texts.Take(50))
