@@ -54,13 +54,7 @@ public sealed class OrtRuntime
     /// <summary>The CUDA provider library this process loads (beside libonnxruntime.so, as the NuGet package lays it out).</summary>
     public static string CudaProviderPath => Path.Combine(Path.GetDirectoryName(OrtLibrary.Path) ?? ".", "libonnxruntime_providers_cuda.so");
 
-    /// <summary>
-    /// MIXLORA_CUDA_EP=devices: sessions take the CUDA provider through the environment's EP devices
-    /// (AppendExecutionProvider(env, devices, options), as on ORT 1.29) instead of AppendExecutionProvider_CUDA.
-    /// </summary>
-    private static readonly bool ViaEpDevices = Environment.GetEnvironmentVariable("MIXLORA_CUDA_EP") == "devices";
-
-    private sealed record CudaSetup(OrtEpDevice[] Devices, InferenceSession? Session, OrtAllocator Allocator);
+    private sealed record CudaSetup(InferenceSession Session, OrtAllocator Allocator);
 
     /// <summary>
     /// Loads the CUDA provider once. Its library is also registered with the environment: host↔device copies
@@ -78,23 +72,17 @@ public sealed class OrtRuntime
             try
             {
                 env.RegisterExecutionProviderLibrary("cuda", CudaProviderPath);
-                var devices = env.GetEpDevices().Where(d => d.EpName == "CUDAExecutionProvider").Take(1).ToArray();
-                if (devices.Length == 0) throw Fail.User("the CUDA provider loaded but found no GPU", "run on a machine with an NVIDIA GPU, or use --device cpu");
-                if (ViaEpDevices)
+                if (!env.GetEpDevices().Any(d => d.EpName == "CUDAExecutionProvider"))
                 {
-                    var shared = env.GetSharedAllocator(devices[0].GetMemoryInfo(OrtDeviceMemoryType.DEFAULT))
-                        ?? env.CreateSharedAllocator(devices[0], OrtDeviceMemoryType.DEFAULT, OrtAllocatorType.ArenaAllocator,
-                            new Dictionary<string, string> { ["arena.extend_strategy"] = "1" });   // grow by what is requested
-                    return _cuda = new CudaSetup(devices, null, shared);
+                    throw Fail.User("the CUDA provider loaded but found no GPU", "run on a machine with an NVIDIA GPU, or use --device cpu");
                 }
                 using var o = new OrtRuntime(Device.Cuda).Options();
                 var session = new InferenceSession(AllocatorGraph.Value, o);
                 using var info = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
-                return _cuda = new CudaSetup(devices, session, new OrtAllocator(session, info));
+                return _cuda = new CudaSetup(session, new OrtAllocator(session, info));
             }
             catch (OnnxRuntimeException e)
             {
-                _cuda = null;
                 throw Fail.User($"could not start the CUDA provider {CudaProviderPath} ({e.Message})",
                     "check that the CUDA 13 and cuDNN 9 libraries are on LD_LIBRARY_PATH and a GPU driver is present, or use --device cpu");
             }
@@ -174,22 +162,14 @@ public sealed class OrtRuntime
         {
             var provider = ProviderOptions();
             if (cudaGraph) provider["enable_cuda_graph"] = "1";
-            if (ViaEpDevices)
-            {
-                o.AppendExecutionProvider(OrtEnv.Instance(), Cuda().Devices, provider);
-            }
-            else
-            {
-                using var cuda = new OrtCUDAProviderOptions();
-                cuda.UpdateOptions(provider);
-                o.AppendExecutionProvider_CUDA(cuda);
-            }
+            using var cuda = new OrtCUDAProviderOptions();
+            cuda.UpdateOptions(provider);
+            o.AppendExecutionProvider_CUDA(cuda);
             if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
             // each session allocates from its own arena, dynamically (no memory pattern). Measured on the H100
-            // (README, GPU): with the environment's shared arena steps took 19-35% longer (7B MixLoRA 255 vs
-            // 214 ms), and memory patterns kept the first run's allocations beside the pattern block (TinyLlama
-            // MixLoRA 34-36 GiB against 20-21); MIXLORA_ENV_ALLOCATORS=1 / MIXLORA_MEM_PATTERN=1 bring either back
-            if (Environment.GetEnvironmentVariable("MIXLORA_ENV_ALLOCATORS") == "1") o.AddSessionConfigEntry("session.use_env_allocators", "1");
+            // on ORT 1.29 (docs/performance.md): the environment's shared arena made steps 19-35% longer (7B
+            // MixLoRA 255 vs 214 ms), and memory patterns kept the first run's allocations beside the pattern
+            // block (TinyLlama MixLoRA 34-36 GiB against 20-21); MIXLORA_MEM_PATTERN=1 brings patterns back
             o.EnableMemoryPattern = Environment.GetEnvironmentVariable("MIXLORA_MEM_PATTERN") == "1";
         }
         return o;
