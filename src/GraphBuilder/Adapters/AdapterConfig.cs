@@ -40,8 +40,14 @@ public sealed partial record AdapterConfig
 {
     public const string FileName = "adapter_config.json";
 
-    /// <summary>The projections a LLaMA-family adapter can target, in canonical order.</summary>
-    public static readonly ImmutableArray<string> KnownTargets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    /// <summary>The projections a LLaMA-family adapter can target, in canonical order (Phi-3's fused qkv_proj and gate_up_proj last).</summary>
+    public static readonly ImmutableArray<string> KnownTargets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj"];
+
+    /// <summary>The projections of the models with separate q/k/v and gate/up weights (all but Phi-3).</summary>
+    public static readonly ImmutableArray<string> LlamaTargets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+    /// <summary>Phi-3's projections.</summary>
+    public static readonly ImmutableArray<string> FusedTargets = ["o_proj", "down_proj", "qkv_proj", "gate_up_proj"];
 
     public static readonly ImmutableArray<string> FfnTargets = ["gate_proj", "up_proj", "down_proj"];
 

@@ -37,7 +37,7 @@ public sealed class AdapterGraph : IAdapter
 
     public Value? LinearDelta(Builder b, LinearSite site, Value x)
     {
-        var isMlp = site.Module is "gate_proj" or "up_proj" or "down_proj";
+        var isMlp = site.Module is "gate_proj" or "up_proj" or "down_proj" or "gate_up_proj";
         if (!_cfg.Targets(site.Module) || (isMlp && _cfg.IsMixLora)) return null;
         var key = _cfg.IsMixLora
             ? $"mixlora.layers.{site.Layer}.self_attn.{site.Module}"

@@ -50,7 +50,8 @@ public static class Attention
     /// k (B,Hkv,S,Dh) ─unsq→ (B,Hkv,1,S,Dh) ─ qkᵀ·scale ─ + bias ─ softmax ─ ·v ─→ (B,H,T,Dh)
     /// </code>
     /// </summary>
-    public static Value Scores(Builder b, Value q, Value k, Value v, Value bias, int numKvHeads, double? scale = null)
+    /// <param name="softcap">cap · tanh(s / cap) on the scaled scores before the mask (Gemma 2), when set.</param>
+    public static Value Scores(Builder b, Value q, Value k, Value v, Value bias, int numKvHeads, double? scale = null, double? softcap = null)
     {
         var (bsz, h, t, dh) = (q.S[0], q.S[1].Value, q.S[2], q.S[3].Value);
         var g = h / numKvHeads;
@@ -58,6 +59,7 @@ public static class Attention
         var k5 = b.Unsqueeze(k, 2);                                                       // (B, Hkv, 1, S, Dh)
         var v5 = b.Unsqueeze(v, 2);                                                       // (B, Hkv, 1, S, Dh)
         var s = b.Scale(b.MatMul(q5, b.SwapLast(k5)), scale ?? 1.0 / Math.Sqrt(dh));      // (B, Hkv, G, T, S)
+        if (softcap is { } cap) s = b.Scale(b.Tanh(b.Scale(s, 1 / cap)), cap);
         var p = b.Softmax(b.Add(s, bias), -1);                                            // (B, Hkv, G, T, S)
         var o = b.MatMul(p, v5);                                                          // (B, Hkv, G, T, Dh)
         return b.Refine(b.Reshape(o, 0, h, -1, dh), Shape.Of(bsz, h, t, dh));           // (B, H, T, Dh)

@@ -11,19 +11,35 @@ public sealed record DecoderInputs(Value InputIds, Value AttentionMask, Value Po
 public sealed record DecoderOutputs(Value Logits, Value Hidden, IReadOnlyList<(Value K, Value V)> Present);
 
 /// <summary>
-/// The LLaMA-family decoder (llama, mistral, qwen2) as transformers computes it, built from primitives.
-/// Tokens stay flattened to (N, D) between layers; linears are Gemm with transB on HF [out, in] weights.
+/// The LLaMA-family decoder (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3) as transformers computes
+/// it, built from primitives. Tokens stay flattened to (N, D) between layers; linears are Gemm with transB on
+/// HF [out, in] weights. The family's departures are <see cref="ModelConfig"/> flags: [·] marks them below.
 /// <code>
-/// ids ─embed─┬─ RMSNorm ─ attn(q,k,v,o + RoPE) ─(+)─┬─ RMSNorm ─ MLP or adapter MoE ─(+)─ … ─ norm ─ lm_head
-///            └───────────────────────────────────┘  └──────────────────────────────┘
+/// ids ─embed[·√D]─┬─ norm ─ attn(q,k,v[qkv],[q/k norm], RoPE[partial], [softcap]) ─[norm]─(+)─┐
+///                 └───────────────────────────────────────────────────────────────────┘      │
+///      ┌─────────────────────────────────────────────────────────────────────────────────┘
+///      └─┬─ norm ─ MLP (act(gate)·up [gate_up]) or adapter MoE ─[norm]─(+)─ … ─ norm ─ lm_head ─[softcap]
+///        └────────────────────────────────────────────────────────┘
 /// </code>
+/// Norms are RMSNorm, with weight (1 + w) for Gemma.
 /// </summary>
 public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? adapter = null)
 {
-    private readonly IAdapter _adapter = adapter ?? NoAdapter.Instance;
+    private readonly IAdapter _adapter = Checked(cfg, adapter ?? NoAdapter.Instance);
     private Value? _ids;                                                                   // input ids of the call being built (run-time B, T)
 
     public ModelConfig Config => cfg;
+
+    /// <summary>An adapter whose targets this model has: a target it lacks would silently train nothing.</summary>
+    private static IAdapter Checked(ModelConfig cfg, IAdapter adapter)
+    {
+        if (adapter is not Adapters.AdapterGraph { Config: var a }) return adapter;
+        var has = cfg.FusedProjections ? Adapters.AdapterConfig.FusedTargets : Adapters.AdapterConfig.LlamaTargets;
+        var missing = a.TargetModules.Where(t => !has.Contains(t)).ToArray();
+        return missing.Length == 0 ? adapter
+            : throw Fail.User($"adapter target_modules {Fail.Show(missing)} are not projections of a {cfg.ModelType} model",
+                $"target {string.Join(", ", has)}");
+    }
 
     public DecoderOutputs Build(Builder b, DecoderInputs io, DType compute)
     {
@@ -33,7 +49,8 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
         var embed = weights.Get(b, "model.embed_tokens.weight", [cfg.VocabSize, d]);
         var x = b.Reshape(b.Gather(embed, io.InputIds), -1, d);                              // (N, D)
         x = b.Cast(x, compute);
-        var (cos, sin) = b.RopeTables(io.PositionIds, cfg.RopeInvFreq());  // attention scaling is 1 for default, linear and llama3
+        if (cfg.ScaleEmbeddings) x = b.Mul(x, b.Scalar(Math.Sqrt(d), compute));                // Gemma: × √D in the compute dtype
+        var ropes = new Dictionary<RopeScaling, (Value Cos, Value Sin)>();
         var lens = Lengths(b, io);
         var tokenMask = TokenMask(b, io, t, lens);
         var present = new List<(Value, Value)>();
@@ -50,22 +67,31 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
                 }
             }
             var past = io.Past?[l];
+            var rope = cfg.RopeFor(l);
+            if (!ropes.TryGetValue(rope, out var cs))
+            {
+                using (b.Scope(ropes.Count == 0 ? "model.rotary_emb" : "model.rotary_emb_local"))
+                {
+                    ropes[rope] = cs = b.RopeTables(io.PositionIds, rope, cfg.RotaryDim);       // (B, 1, T, rot) fp32
+                }
+            }
             (Value, Value) kv;
             using (b.Segment())                                                               // unit of recomputation
             {
-                (x, kv) = Layer(b, l, x, bsz, t, cos, sin, allowed, past, tokenMask);
+                (x, kv) = Layer(b, l, x, bsz, t, cs.Cos, cs.Sin, allowed, past, tokenMask);
             }
             present.Add(kv);
         }
         using (b.Scope("model.norm"))
         {
-            x = b.RmsNorm(x, weights.Get(b, "model.norm.weight", [d]), cfg.RmsNormEps);
+            x = Norm(b, x, "model.norm.weight", d);
         }
         var headKey = cfg.TieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
         Value logits;
         using (b.Scope("lm_head"))
         {
             logits = b.Linear(x, weights.Get(b, headKey, [cfg.VocabSize, d]));               // (N, V)
+            if (cfg.FinalLogitSoftcap is { } cap) logits = SoftCap(b, logits, cap);
         }
         return new DecoderOutputs(logits, x, present);
     }
@@ -73,27 +99,47 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
     private (Value X, (Value K, Value V) Kv) Layer(Builder b, int l, Value x, Dim bsz, Dim t, Value cos, Value sin, Value allowed, (Value K, Value V)? past, Value tokenMask)
     {
         var p = $"model.layers.{l}";
+        var d = cfg.HiddenSize;
         Value h;
         using (b.Scope($"{p}.input_layernorm"))
         {
-            h = b.RmsNorm(x, weights.Get(b, $"{p}.input_layernorm.weight", [cfg.HiddenSize]), cfg.RmsNormEps);
+            h = Norm(b, x, $"{p}.input_layernorm.weight", d);
         }
         (Value, Value) kv;
         using (b.Scope($"{p}.self_attn"))
         {
             (h, kv) = SelfAttention(b, l, h, bsz, t, cos, sin, allowed, past);
         }
-        x = b.Add(x, h);
-        using (b.Scope($"{p}.post_attention_layernorm"))
+        if (cfg.SandwichNorms)
         {
-            h = b.RmsNorm(x, weights.Get(b, $"{p}.post_attention_layernorm.weight", [cfg.HiddenSize]), cfg.RmsNormEps);
+            using (b.Scope($"{p}.post_attention_layernorm")) h = Norm(b, h, $"{p}.post_attention_layernorm.weight", d);
+        }
+        x = b.Add(x, h);
+        var preMlp = cfg.SandwichNorms ? "pre_feedforward_layernorm" : "post_attention_layernorm";
+        using (b.Scope($"{p}.{preMlp}"))
+        {
+            h = Norm(b, x, $"{p}.{preMlp}.weight", d);
         }
         using (b.Scope($"{p}.mlp"))
         {
             h = Mlp(b, l, h, tokenMask);
         }
+        if (cfg.SandwichNorms)
+        {
+            using (b.Scope($"{p}.post_feedforward_layernorm")) h = Norm(b, h, $"{p}.post_feedforward_layernorm.weight", d);
+        }
         return (b.Add(x, h), kv);
     }
+
+    /// <summary>RMSNorm of the named weight over the last axis; Gemma's weights apply as (1 + w).</summary>
+    private Value Norm(Builder b, Value x, string key, long dim)
+    {
+        var w = weights.Get(b, key, [dim]);
+        return b.RmsNorm(x, cfg.NormPlusOne ? b.AddScalar(w, 1) : w, cfg.RmsNormEps);
+    }
+
+    /// <summary>cap · tanh(x / cap) (Gemma 2's soft-capping).</summary>
+    private static Value SoftCap(Builder b, Value x, double cap) => b.Scale(b.Tanh(b.Scale(x, 1 / cap)), cap);
 
     private (Value Out, (Value K, Value V) Kv) SelfAttention(Builder b, int l, Value h, Dim bsz, Dim t, Value cos, Value sin, Value allowed, (Value K, Value V)? past)
     {
@@ -102,23 +148,46 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
             ? b.Reshape(y, bsz.IsStatic ? bsz.Value : -1, t.IsStatic ? t.Value : -1, n, dh)
             : b.Apply1(ShapeOps.ReshapeOp, [y, b.Concat(0, b.ShapeOf(_ids!), b.Ints(n, dh))]);            // symbolic B and T: (B, T) at run time
         Value Heads(Value y, int n) => b.Refine(b.Transpose(Split(y, n), 0, 2, 1, 3), Shape.Of(bsz, n, t, dh));
-        var q = b.ApplyRope(Heads(Proj(b, l, "self_attn", "q_proj", h, nh * dh, cfg.AttentionBias), nh), cos, sin);   // (B, H, T, Dh)
-        var k = b.ApplyRope(Heads(Proj(b, l, "self_attn", "k_proj", h, nkv * dh, cfg.AttentionBias), nkv), cos, sin); // (B, Hkv, T, Dh)
-        var v = Heads(Proj(b, l, "self_attn", "v_proj", h, nkv * dh, cfg.AttentionBias), nkv);                        // (B, Hkv, T, Dh)
+        Value q, k, v;
+        if (cfg.FusedProjections)
+        {
+            var qkv = b.Split(Proj(b, l, "self_attn", "qkv_proj", h, (nh + (2 * nkv)) * dh, cfg.AttentionBias), -1, nh * dh, nkv * dh, nkv * dh);
+            (q, k, v) = (Heads(qkv[0], nh), Heads(qkv[1], nkv), Heads(qkv[2], nkv));
+        }
+        else
+        {
+            q = Heads(Proj(b, l, "self_attn", "q_proj", h, nh * dh, cfg.AttentionBias), nh);                         // (B, H, T, Dh)
+            k = Heads(Proj(b, l, "self_attn", "k_proj", h, nkv * dh, cfg.AttentionBias), nkv);                       // (B, Hkv, T, Dh)
+            v = Heads(Proj(b, l, "self_attn", "v_proj", h, nkv * dh, cfg.AttentionBias), nkv);                       // (B, Hkv, T, Dh)
+        }
+        if (cfg.QkNorm)
+        {
+            using (b.Scope("q_norm")) q = Norm(b, q, $"model.layers.{l}.self_attn.q_norm.weight", dh);
+            using (b.Scope("k_norm")) k = Norm(b, k, $"model.layers.{l}.self_attn.k_norm.weight", dh);
+        }
+        (q, k) = (b.ApplyRope(q, cos, sin), b.ApplyRope(k, cos, sin));
         if (past is { } pkv)
         {
             k = b.Concat(2, pkv.K, k);                                                     // (B, Hkv, S, Dh)
             v = b.Concat(2, pkv.V, v);
         }
-        var o = Attention.Scores(b, q, k, v, allowed, nkv);                                // (B, H, T, Dh)
+        var scale = cfg.QueryPreAttnScalar is { } s ? 1 / Math.Sqrt(s) : 1 / Math.Sqrt(dh);
+        var o = Attention.Scores(b, q, k, v, allowed, nkv, scale, cfg.AttnLogitSoftcap);     // (B, H, T, Dh)
         var flat = b.Reshape(b.Transpose(o, 0, 2, 1, 3), -1, nh * dh);                     // (N, H·Dh)
         return (Proj(b, l, "self_attn", "o_proj", flat, cfg.HiddenSize, cfg.OProjBias), (k, v));
     }
 
-    /// <summary>The dense SwiGLU, unless the adapter replaces the block (MixLoRA).</summary>
+    /// <summary>The dense gated MLP act(gate) ⊙ up → down, unless the adapter replaces the block (MixLoRA).</summary>
     private Value Mlp(Builder b, int l, Value h, Value tokenMask)
     {
         var (d, f) = (cfg.HiddenSize, cfg.IntermediateSize);
+        if (cfg.FusedProjections)
+        {
+            if (_adapter is Adapters.AdapterGraph { Config.IsMixLora: true })
+                throw Fail.User($"MixLoRA experts on {cfg.ModelType}'s fused gate_up_proj are not built yet", "train a LORA adapter on this model, or a MixLoRA adapter on a model with separate gate/up projections");
+            var gu = b.Split(Proj(b, l, "mlp", "gate_up_proj", h, 2 * f, cfg.MlpBias), -1, f, f);                  // (N, F) each
+            return Proj(b, l, "mlp", "down_proj", b.Mul(b.Act(cfg.HiddenAct, gu[0]), gu[1]), d, cfg.MlpBias);
+        }
         var site = new MlpSite(l, $"model.layers.{l}.mlp", d, f,
             (module, x) => Frozen(b, l, "mlp", module, x, module == "down_proj" ? d : f, cfg.MlpBias),
             x => b.Act(cfg.HiddenAct, x), tokenMask,

@@ -56,8 +56,34 @@ public static class Layers
         return (cos, sin);
     }
 
-    /// <summary>x·cos + rotate_half(x)·sin for x (B, H, T, Dh); rotate_half(x) = [−x₂, x₁].</summary>
+    /// <summary>
+    /// The tables of one RoPE setting over <paramref name="dim"/> rotated dimensions, scaled by its attention
+    /// factor. longrope switches to its long factors when the largest position id + 1 exceeds the original
+    /// length, as transformers' dynamic update does for the whole batch.
+    /// </summary>
+    public static (Value Cos, Value Sin) RopeTables(this Builder b, Value positionIds, RopeScaling rope, int dim)
+    {
+        var (cos, sin) = b.RopeTables(positionIds, rope.InvFreq(dim), rope.AttentionFactor);
+        if (rope.Type != "longrope") return (cos, sin);
+        var (lc, ls) = b.RopeTables(positionIds, rope.LongInvFreq(dim), rope.AttentionFactor);
+        var last = b.ReduceMax(b.Cast(positionIds, DType.Float32));                                 // ()
+        var beyond = b.Less(b.Scalar(rope.OriginalMaxPositionEmbeddings - 1, DType.Float32), last);   // () bool
+        return (b.Where(beyond, lc, cos), b.Where(beyond, ls, sin));
+    }
+
+    /// <summary>
+    /// x·cos + rotate_half(x)·sin for x (B, H, T, Dh); rotate_half(x) = [−x₂, x₁]. With tables narrower than Dh
+    /// (partial rotary) only the first dimensions rotate; the rest pass through.
+    /// </summary>
     public static Value ApplyRope(this Builder b, Value x, Value cos, Value sin)
+    {
+        var (dh, rot) = (x.S[-1].Value, cos.S[-1].Value);
+        if (rot == dh) return Rotate(b, x, cos, sin);
+        var parts = b.Split(x, -1, rot, dh - rot);
+        return b.Concat(-1, Rotate(b, parts[0], cos, sin), parts[1]);
+    }
+
+    private static Value Rotate(Builder b, Value x, Value cos, Value sin)
     {
         var dh = x.S[-1].Value;
         var halves = b.Split(x, -1, dh / 2, dh / 2);

@@ -17,7 +17,17 @@ public sealed record RopeScaling(
     double HighFreqFactor = 4.0,
     int OriginalMaxPositionEmbeddings = 8192)
 {
-    public static readonly string[] KnownTypes = ["default", "linear", "llama3"];
+    public static readonly string[] KnownTypes = ["default", "linear", "llama3", "longrope"];
+
+    /// <summary>longrope: per-frequency divisors for sequences up to / beyond the original length (Phi-3).</summary>
+    public System.Collections.Immutable.ImmutableArray<double> ShortFactor { get; init; } = [];
+    public System.Collections.Immutable.ImmutableArray<double> LongFactor { get; init; } = [];
+
+    /// <summary>cos and sin are multiplied by this (longrope: √(1 + ln(factor) / ln(original length))).</summary>
+    public double AttentionFactor { get; init; } = 1.0;
+
+    /// <summary>longrope's inverse frequencies beyond the original length (the short ones are <see cref="InvFreq"/>).</summary>
+    public double[] LongInvFreq(int dim) => Type == "longrope" ? Scaled(dim, LongFactor) : InvFreq(dim);
 
     /// <summary>
     /// Inverse frequencies [headDim/2], computed like transformers' rope init functions, step by
@@ -47,10 +57,20 @@ public sealed record RopeScaling(
             case "llama3":
                 Llama3(inv);
                 break;
+            case "longrope":
+                return Scaled(headDim, ShortFactor);
             default:
                 throw Fail.Bug($"rope type '{Type}' passed validation");
         }
         return inv.Select(f => (double)f).ToArray();
+    }
+
+    /// <summary>1 / (ext · theta^(2i/d)), in float32 as transformers' longrope init computes it.</summary>
+    private double[] Scaled(int dim, System.Collections.Immutable.ImmutableArray<double> ext)
+    {
+        if (ext.Length != dim / 2) throw Fail.Bug($"longrope factors have {ext.Length} entries for {dim} rotary dimensions");
+        var theta = (float)Theta;
+        return Enumerable.Range(0, dim / 2).Select(i => (double)(1f / ((float)ext[i] * (float)Math.Pow(theta, (float)(2 * i) / dim)))).ToArray();
     }
 
     private void Llama3(float[] inv)
@@ -81,20 +101,49 @@ public sealed record RopeScaling(
     public static RopeScaling Read(JsonFields cfg, double defaultTheta)
     {
         var p5 = cfg.ObjectOpt("rope_parameters");
-        var p4 = cfg.ObjectOpt("rope_scaling");
-        var theta = p5?.DoubleOpt("rope_theta") ?? cfg.DoubleOpt("rope_theta") ?? defaultTheta;
-        if (!(theta > 0)) throw (cfg.Has("rope_theta") ? cfg : p5!).Error("rope_theta", $"must be positive, got {theta}", "use the model's rope_theta, e.g. 10000");
-        var p = p5 ?? p4;
+        return p5 != null ? ReadFrom(p5, cfg, defaultTheta) : ReadFrom(cfg.ObjectOpt("rope_scaling"), cfg, defaultTheta, cfg);
+    }
+
+    /// <summary>
+    /// Reads one RoPE parameter object (transformers 5's rope_parameters, or one layer type's entry of it; or
+    /// transformers 4's rope_scaling, whose theta is the config's rope_theta).
+    /// </summary>
+    public static RopeScaling ReadFrom(JsonFields? p, JsonFields cfg, double defaultTheta, JsonFields? thetaFrom = null)
+    {
+        var theta = (thetaFrom ?? p)?.DoubleOpt("rope_theta") ?? cfg.DoubleOpt("rope_theta") ?? defaultTheta;
+        if (!(theta > 0)) throw ((thetaFrom ?? p) ?? cfg).Error("rope_theta", $"must be positive, got {theta}", "use the model's rope_theta, e.g. 10000");
         if (p == null) return new RopeScaling("default", theta);
         var type = p.StrOpt("rope_type") ?? p.StrOpt("type") ?? "default";
         var key = p.Has("rope_type") ? "rope_type" : "type";
+        if (type == "su") type = "longrope";                                                   // Phi-3's older name
         if (!KnownTypes.Contains(type))
-            throw p.Error(key, $"unsupported rope type '{type}'", "use default, linear or llama3 (other RoPE scalings are not supported)");
+            throw p.Error(key, $"unsupported rope type '{type}'", "use default, linear, llama3 or longrope (other RoPE scalings are not supported)");
         return type switch
         {
             "linear" => new RopeScaling(type, theta, Positive(p, "factor")),
             "llama3" => Llama3Params(p, type, theta),
+            "longrope" => LongRope(p, cfg, theta),
             _ => new RopeScaling(type, theta),
+        };
+    }
+
+    /// <summary>
+    /// Phi-3's longrope as transformers computes it: the factor is max_position_embeddings / the original length
+    /// when the config names one, the attention factor √(1 + ln(factor) / ln(original)) unless given.
+    /// </summary>
+    private static RopeScaling LongRope(JsonFields p, JsonFields cfg, double theta)
+    {
+        double[] List(string k) => p.Get(k) is { ValueKind: System.Text.Json.JsonValueKind.Array } a
+            ? a.EnumerateArray().Select(e => p.AsDouble(k, e)).ToArray()
+            : throw p.Error(k, "is missing or not a list", "give longrope's short_factor and long_factor lists");
+        var original = p.IntOpt("original_max_position_embeddings") ?? cfg.IntOpt("original_max_position_embeddings");
+        var max = cfg.IntOpt("max_position_embeddings") ?? 4096;
+        var factor = original is { } o && o > 0 ? (double)max / o : p.DoubleOpt("factor") ?? 1.0;
+        var orig = original ?? max;
+        var attention = p.DoubleOpt("attention_factor") ?? (factor <= 1 ? 1.0 : Math.Sqrt(1 + (Math.Log(factor) / Math.Log(orig))));
+        return new RopeScaling("longrope", theta, factor, OriginalMaxPositionEmbeddings: orig)
+        {
+            ShortFactor = [.. List("short_factor")], LongFactor = [.. List("long_factor")], AttentionFactor = attention,
         };
     }
 

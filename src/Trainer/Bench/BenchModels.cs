@@ -68,7 +68,7 @@ public static class BenchModels
             ["r"] = a.R,
             ["lora_alpha"] = a.Alpha,
             ["lora_dropout"] = a.Dropout,
-            ["target_modules"] = AdapterConfig.KnownTargets.ToArray(),
+            ["target_modules"] = AdapterConfig.LlamaTargets.ToArray(),
         };
         if (a.Method == "mixlora")
         {

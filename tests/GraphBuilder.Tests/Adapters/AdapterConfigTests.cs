@@ -53,7 +53,7 @@ public sealed class AdapterConfigTests
         Assert.AreEqual(("MIXLORA", 4, 8.0, 0.0), (c.PeftType, c.R, c.LoraAlpha, c.LoraDropout));
         Assert.AreEqual(("mixlora", 4, 2, "silu"), (c.RoutingStrategy, c.NumExperts, c.TopK, c.ActFn));
         Assert.AreEqual((0.01, 0.02, 0.0), (c.RouterAuxLossCoef, c.RouterInitRange, c.JitterNoise));
-        CollectionAssert.AreEqual(AdapterConfig.KnownTargets.ToArray(), c.TargetModules.ToArray());
+        CollectionAssert.AreEqual(AdapterConfig.LlamaTargets.ToArray(), c.TargetModules.ToArray());
         Assert.AreEqual(2.0, c.Scaling);
         Assert.AreEqual("model", c.BaseModel);
         Assert.AreEqual(File.ReadAllText(path), c.ToJson());

@@ -1,0 +1,99 @@
+using System.Text.Json;
+using MixLoRA.GraphBuilder.Adapters;
+using MixLoRA.GraphBuilder.Graphs;
+using MixLoRA.GraphBuilder.IO;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Models;
+using MixLoRA.Trainer.Cli;
+using MixLoRA.Trainer.Model;
+using MixLoRA.Trainer.Runtime;
+using MixLoRA.Trainer.Tests.Data;
+using MixLoRA.Trainer.Tests.Fixtures;
+
+namespace MixLoRA.Trainer.Tests.Model;
+
+/// <summary>
+/// The model families against transformers 5.17 + PEFT 0.21 (tests/fixtures/families, made on the device by
+/// tools/make-family-cases.py): the base logits of a right-padded batch, and three PEFT LoRA AdamW steps from
+/// PEFT's own saved (random) adapter, per-step loss and final adapter.
+/// </summary>
+[TestClass]
+public sealed class FamilyParityTests
+{
+    private static string Case(string family) => Path.Combine(Repo.Root, "tests", "fixtures", "families", family);
+
+    [TestMethod]
+    [DataRow("qwen3")]
+    [DataRow("gemma2")]
+    [DataRow("gemma3_text")]
+    [DataRow("phi3")]
+    [DataRow("llama3")]
+    public void BaseLogitsMatchTransformers(string family)
+    {
+        var dir = Case(family);
+        using var expected = new SafetensorsFile(Path.Combine(dir, "expected", "logits_base.safetensors"));
+        var ids = expected.ReadInt64("input_ids");
+        var mask = expected.ReadInt64("attention_mask");
+        var want = expected.ReadFloat32("logits");
+        var shape = expected.Info("logits").Shape;
+        var (n, t, v) = ((int)shape[0], (int)shape[1], (int)shape[2]);
+
+        var cfg = ModelConfig.Load(Path.Combine(dir, "model"));
+        Assert.AreEqual(family == "llama3" ? "llama" : family, cfg.ModelType);
+        var fwd = ForwardGraph.Logits(cfg, new Shapes(n, t), DType.Float32, DType.Float32);
+        using var model = new SafetensorsModel(Path.Combine(dir, "model"));
+        var feeds = WeightLoader.LoadHost(model, fwd.Weights.Declared);
+        feeds["input_ids"] = HostTensor.Of(ids, n, t);
+        feeds["attention_mask"] = HostTensor.Of(mask, n, t);
+        using var runner = new GraphRunner(OrtRuntime.Cpu, fwd.Graph!);
+        var got = runner.Run(feeds)["logits"].Floats();
+
+        var err = Compare.MaxErrorAtRealTokens(want, got, mask, t, v);
+        Assert.IsLessThanOrEqualTo(1e-4, err, $"{family}: max |Δlogit| / max |logit| = {err:G3}");
+    }
+
+    [TestMethod]
+    [DataRow("qwen3")]
+    [DataRow("gemma2")]
+    [DataRow("gemma3_text")]
+    [DataRow("phi3")]
+    [DataRow("llama3")]
+    public void ThreeLoraStepsMatchPeft(string family)
+    {
+        var dir = Case(family);
+        var work = TestFiles.TempDir();
+        var (artifacts, output) = (Path.Combine(work, "artifacts"), Path.Combine(work, "run"));
+        Assert.AreEqual(0, Commands.Run(["build-graph", "--model", Path.Combine(dir, "model"), "--adapter", Path.Combine(dir, "adapter_init"),
+            "--out", artifacts, "--seq-len", "12", "--micro-batch-size", "2", "--dtype", "float32", "--device", "cpu"]));
+        Assert.AreEqual(0, Commands.Run(["train", "--artifacts", artifacts, "--data", Path.Combine(dir, "data.jsonl"), "--out", output,
+            "--batch-size", "2", "--micro-batch-size", "2", "--steps", "3", "--lr", "0.01", "--weight-decay", "0.01",
+            "--lr-scheduler", "constant", "--no-shuffle", "--quiet"]));
+
+        var expected = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "expected", "losses.json"))).RootElement;
+        var lines = File.ReadAllLines(Path.Combine(output, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.HasCount(3, lines);
+        for (var k = 0; k < 3; k++)
+        {
+            var want = expected[k].GetProperty("loss").GetDouble();
+            Assert.AreEqual(want, lines[k].GetProperty("loss").GetDouble(), 1e-4 * Math.Abs(want), $"{family} step {k} loss");
+        }
+
+        var final = AdapterWeights.Load(Path.Combine(dir, "adapter_final"));
+        var got = AdapterWeights.Load(Path.Combine(output, "adapter"));
+        CollectionAssert.AreEquivalent(final.Keys.ToArray(), got.Keys.ToArray());
+        double diff = 0, norm = 0, moved = 0;
+        var init = AdapterWeights.Load(Path.Combine(dir, "adapter_init"));
+        foreach (var k in final.Keys)
+        {
+            var (a, b, c) = (final[k].Data, got[k].Data, init[k].Data);
+            for (var i = 0; i < a.Length; i++)
+            {
+                (diff, norm) = (diff + ((a[i] - b[i]) * (double)(a[i] - b[i])), norm + (a[i] * (double)a[i]));
+                moved += (a[i] - c[i]) * (double)(a[i] - c[i]);
+            }
+        }
+        var rel = Math.Sqrt(diff / norm);
+        Assert.IsGreaterThan(1e-3, Math.Sqrt(moved / norm), $"{family}: PEFT's adapter barely moved, the check would be empty");
+        Assert.IsLessThanOrEqualTo(1e-4, rel, $"{family}: relative L2 distance of the final adapter: {rel:G3}");
+    }
+}
