@@ -49,7 +49,7 @@ public sealed partial record AdapterConfig
     /// <summary>Phi-3's projections.</summary>
     public static readonly ImmutableArray<string> FusedTargets = ["o_proj", "down_proj", "qkv_proj", "gate_up_proj"];
 
-    public static readonly ImmutableArray<string> FfnTargets = ["gate_proj", "up_proj", "down_proj"];
+    public static readonly ImmutableArray<string> FfnTargets = ["gate_proj", "up_proj", "down_proj", "gate_up_proj"];
 
     public static readonly string[] KnownStrategies = ["mixlora", "mixlora-dynamic"];
 
@@ -136,7 +136,7 @@ public sealed partial record AdapterConfig
         if (!KnownStrategies.Contains(strategy))
             throw f.Error("routing_strategy", $"unsupported routing strategy '{strategy}'", "use mixlora (top-k) or mixlora-dynamic (top-p)");
         if (!cfg.TargetModules.Any(FfnTargets.Contains))
-            throw f.Error("target_modules", "MIXLORA needs at least one FFN projection for its experts", "add gate_proj, up_proj and/or down_proj");
+            throw f.Error("target_modules", "MIXLORA needs at least one FFN projection for its experts", "add gate_proj, up_proj and/or down_proj (Phi-3: gate_up_proj and/or down_proj)");
         var experts = f.Int("num_experts");
         if (experts < 1) throw f.Error("num_experts", $"must be at least 1, got {experts}", "use e.g. 8");
         var dynamic = strategy == "mixlora-dynamic";

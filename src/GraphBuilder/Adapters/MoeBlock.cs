@@ -43,11 +43,12 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
         var sel = SlotLoraOn ? routing.Experts : BlockMask(b, routing.Experts, e, S.R, S.Scaling);
         Value Activate(Value v) => cfg.ActFn is null ? site.Act(v) : b.Act(cfg.ActFn, v);
 
+        Fail.If(site.FusedGateUp && S.UseDora, "DoRA on MixLoRA experts over a fused gate_up_proj", "set use_dora false for this model's experts");
         if (Fusable(site, slots))
         {
-            var (gf, uf) = (site.Frozen("gate_proj", x), site.Frozen("up_proj", x));           // (N, F)
-            var dgf = Delta(b, site.Layer, "gate_proj", x, sel, d, f)!;                     // (N, K, F)
-            var duf = Delta(b, site.Layer, "up_proj", x, sel, d, f)!;
+            var (gf, uf) = FrozenGateUp(b, site, x);                                        // (N, F)
+            var (dg0, du0) = GateUpDeltas(b, site, x, sel);
+            var (dgf, duf) = (dg0!, du0!);                                                  // (N, K, F)
             // H comes out dropped for the down-projection LoRA when training with lora_dropout (an in-kernel mask)
             var ratio = training is null || !cfg.Targets("down_proj") ? 0 : S.LoraDropout;
             var seed = ratio > 0 ? b.InputOnce(SwiGluSlotsOps.SeedInput, DType.Int64, Shape.Scalar) : null;
@@ -56,10 +57,11 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
             return (Down(b, site, hf, mixedf, wf, sel, slots, dropped: true), routing);      // (N, D)
         }
         var onehot = S.UseDora ? OneHot(b, routing.Experts, e) : null;                 // (N, K, E) with DoRA
-        var g = b.Unsqueeze(site.Frozen("gate_proj", x), 1);                              // (N, 1, F)
-        var u = b.Unsqueeze(site.Frozen("up_proj", x), 1);                                // (N, 1, F)
-        if (Delta(b, site.Layer, "gate_proj", x, sel, d, f) is { } dg) g = Dora(b, site, "gate_proj", b.Add(g, dg), onehot, d, f);   // (N, K, F)
-        if (Delta(b, site.Layer, "up_proj", x, sel, d, f) is { } du) u = Dora(b, site, "up_proj", b.Add(u, du), onehot, d, f);
+        var (g0, u0) = FrozenGateUp(b, site, x);
+        var (g, u) = (b.Unsqueeze(g0, 1), b.Unsqueeze(u0, 1));                            // (N, 1, F)
+        var (dgm, dum) = GateUpDeltas(b, site, x, sel);
+        if (dgm is { } dg) g = Dora(b, site, "gate_proj", b.Add(g, dg), onehot, d, f);     // (N, K, F)
+        if (dum is { } du) u = Dora(b, site, "up_proj", b.Add(u, du), onehot, d, f);
         var h = b.Mul(Activate(g), u);                                                    // (N, K|1, F)
         if (h.S[1].Value != slots) h = b.Add(h, b.Floats(new double[slots], compute, 1, slots, 1));   // (N, K, F)
         var w = b.Cast(b.Unsqueeze(routing.Weights, 2), compute);                         // (N, K, 1)
@@ -70,8 +72,30 @@ internal sealed class MoeBlock(AdapterConfig cfg, TrainableSet trainables, DType
 
     /// <summary>Whether the fused kernels compute this block: SiLU experts on gate and up, without DoRA, ≤ 8 slots.</summary>
     private bool Fusable(MlpSite site, long slots) =>
-        fused.HasFlag(FusedOps.SwiGluSlots) && compute != DType.Float64 && !S.UseDora && cfg.Targets("gate_proj") && cfg.Targets("up_proj") && slots <= SwiGluSlotsOps.MaxSlots
+        fused.HasFlag(FusedOps.SwiGluSlots) && compute != DType.Float64 && !S.UseDora && slots <= SwiGluSlotsOps.MaxSlots
+        && (site.FusedGateUp ? cfg.Targets("gate_up_proj") : cfg.Targets("gate_proj") && cfg.Targets("up_proj"))
         && (cfg.ActFn ?? site.ActName) is "silu" or "swish";
+
+    /// <summary>The frozen gate and up outputs (N, F) each: two projections, or Phi-3's gate_up_proj split in half.</summary>
+    private static (Value G, Value U) FrozenGateUp(Builder b, MlpSite site, Value x)
+    {
+        if (!site.FusedGateUp) return (site.Frozen("gate_proj", x), site.Frozen("up_proj", x));
+        var gu = b.Split(site.Frozen("gate_up_proj", x), -1, site.Intermediate, site.Intermediate);
+        return (gu[0], gu[1]);
+    }
+
+    /// <summary>
+    /// The experts' gate and up deltas (N, K, F) each, or null where not targeted. Phi-3's experts hold one LoRA
+    /// on gate_up_proj (B [2F, R], as the authors' phi3 path keys it): its delta splits into gate and up halves.
+    /// </summary>
+    private (Value? G, Value? U) GateUpDeltas(Builder b, MlpSite site, Value x, Value sel)
+    {
+        var (d, f) = (site.Hidden, site.Intermediate);
+        if (!site.FusedGateUp) return (Delta(b, site.Layer, "gate_proj", x, sel, d, f), Delta(b, site.Layer, "up_proj", x, sel, d, f));
+        if (Delta(b, site.Layer, "gate_up_proj", x, sel, d, 2 * f) is not { } gu) return (null, null);
+        var halves = b.Split(gu, -1, f, f);
+        return (halves[0], halves[1]);
+    }
 
     /// <summary>
     /// W2 mixed + Σ_j w_j s B2_e A2_e dropout(h_j) when down_proj is targeted: (N, D); <paramref name="dropped"/>:

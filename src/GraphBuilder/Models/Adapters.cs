@@ -23,7 +23,8 @@ public sealed record MlpSite(
     Func<Value, Value> Act,                      // the model's hidden_act
     Value TokenMask,                             // (N) float 1 for real tokens, 0 for padding
     Func<string, Value>? Weight = null,          // module → frozen weight [out, in]
-    string? ActName = null);                     // hidden_act by its HF name ("silu"), when known
+    string? ActName = null,                      // hidden_act by its HF name ("silu"), when known
+    bool FusedGateUp = false);                   // gate and up are one gate_up_proj [2F, D] (Phi-3)
 
 /// <summary>
 /// Where adapters plug into the model without editing it: a delta on any named linear, and an optional

@@ -183,8 +183,11 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
         var (d, f) = (cfg.HiddenSize, cfg.IntermediateSize);
         if (cfg.FusedProjections)
         {
-            if (_adapter is Adapters.AdapterGraph { Config.IsMixLora: true })
-                throw Fail.User($"MixLoRA experts on {cfg.ModelType}'s fused gate_up_proj are not built yet", "train a LORA adapter on this model, or a MixLoRA adapter on a model with separate gate/up projections");
+            var fusedSite = new MlpSite(l, $"model.layers.{l}.mlp", d, f,
+                (module, x) => Frozen(b, l, "mlp", module, x, module == "down_proj" ? d : 2 * f, cfg.MlpBias),
+                x => b.Act(cfg.HiddenAct, x), tokenMask,
+                module => weights.Get(b, $"model.layers.{l}.mlp.{module}.weight", module == "down_proj" ? [d, f] : [2 * f, d]), cfg.HiddenAct, FusedGateUp: true);
+            if (_adapter.Mlp(b, fusedSite, h) is { } moe) return moe;
             var gu = b.Split(Proj(b, l, "mlp", "gate_up_proj", h, 2 * f, cfg.MlpBias), -1, f, f);                  // (N, F) each
             return Proj(b, l, "mlp", "down_proj", b.Mul(b.Act(cfg.HiddenAct, gu[0]), gu[1]), d, cfg.MlpBias);
         }
