@@ -1,4 +1,6 @@
+using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.IO;
+using MixLoRA.Trainer.Runtime;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.Inference.Export;
 using MixLoRA.Inference.Generation;
@@ -60,5 +62,28 @@ public sealed class FamilyExportTests
         cache.Dispose();
         var cached = Reference.MaxRelAtRealTokens(whole, stepwise, ones, v);
         Assert.IsLessThanOrEqualTo(1e-5, cached, $"{family}: cached decoding vs full forward: {cached:G3}");
+    }
+
+    [TestMethod]
+    [DataRow("qwen3")]
+    [DataRow("gemma2")]
+    [DataRow("phi3")]
+    public void LoraExportMatchesTheForwardGraph(string family)
+    {
+        // PEFT's trained adapter of the fixture (phi3: LoRA on the fused qkv_proj and gate_up_proj)
+        var (model, adapterDir) = (Path.Combine(Case(family), "model"), Path.Combine(Case(family), "adapter_final"));
+        using var expected = new SafetensorsFile(Path.Combine(Case(family), "expected", "logits_base.safetensors"));
+        var (ids, mask, baseLogits) = (expected.ReadInt64("input_ids"), expected.ReadInt64("attention_mask"), expected.ReadFloat32("logits"));
+        var (n, v) = ((int)expected.Info("logits").Shape[0], (int)expected.Info("logits").Shape[2]);
+
+        var res = Exporter.Export(new ExportOptions(model, Files.TempDir()) { AdapterDir = adapterDir });
+        using var m = new ExportedModel(res.OutDir);
+        var got = ExportParityTests.FullForward(m, ids, mask, n);
+        var w = AdapterWeights.Load(adapterDir);
+        var feeds = w.Keys.ToDictionary(k => k, k => HostTensor.Of(w[k].Data, [.. w[k].Shape]));
+        var want = Reference.ForwardLogits(model, ids, mask, n, TestLora.Graph(adapterDir), feeds);
+        var err = Reference.MaxRelAtRealTokens(want, got, mask, v);
+        Assert.IsLessThanOrEqualTo(1e-5, err, $"{family}: LoRA export vs forward graph: {err:G3}");
+        Assert.IsGreaterThan(1e-3, Reference.MaxRelAtRealTokens(baseLogits, got, mask, v), $"{family}: the adapter should change the logits");
     }
 }
