@@ -34,11 +34,11 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         Path = path;
         if (!File.Exists(path)) throw Fail.User($"safetensors file not found: {path}", "check the path");
-        FileLength = new FileInfo(path).Length;
+        FileLength = LinkedFile.Length(path);
         if (FileLength < 8)
             throw Fail.InFile(path, "header", $"file is {FileLength} bytes, shorter than the 8-byte header length",
                 "the file is truncated; download or write it again");
-        _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        _map = MemoryMappedFile.CreateFromFile(LinkedFile.Resolve(path), FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         try
         {
             _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);

@@ -21,7 +21,7 @@ public static class ModelFingerprint
         foreach (var shard in SafetensorsModel.ShardPaths(modelDir))
         {
             Append(sha, Path.GetFileName(shard));
-            Append(sha, BitConverter.GetBytes(new FileInfo(shard).Length));
+            Append(sha, BitConverter.GetBytes(IO.LinkedFile.Length(shard)));
             Append(sha, Header(shard));
         }
         return Convert.ToHexStringLower(sha.GetHashAndReset());

@@ -13,6 +13,24 @@ public enum Device { Cpu, Cuda }
 public sealed class OrtRuntime
 {
     private static readonly Lock Gate = new();
+
+    /// <summary>
+    /// ORT's usage telemetry off: the official 1.32 build on Linux queues events with a device id under
+    /// ~/.cache/Microsoft/DeveloperTools/.onnxruntime. DisableTelemetryEvents stops events after the environment
+    /// exists; the opt-out variables, set natively before it is created, stop the process event and the files.
+    /// </summary>
+    private static readonly OrtEnv Env = Quiet();
+
+    private static OrtEnv Quiet()
+    {
+        foreach (var name in new[] { "ORT_DISABLE_TELEMETRY", "ORT_TELEMETRY_DISABLED" }) _ = SetEnv(name, "1", 0);   // the process's own value wins
+        var env = OrtEnv.Instance();
+        env.DisableTelemetryEvents();
+        return env;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "setenv")]
+    private static extern int SetEnv(string name, string value, int overwrite);
     private static CudaSetup? _cuda;
 
     private OrtRuntime(Device device) => Device = device;
@@ -68,7 +86,7 @@ public sealed class OrtRuntime
             if (_cuda != null) return _cuda;
             Fail.If(!File.Exists(CudaProviderPath), $"{CudaProviderPath} is missing: this build carries the CPU ONNX Runtime",
                 "build the CUDA flavour (tools/setup.sh cuda, or dotnet build/publish -p:MixLoraOrt=cuda), or use --device cpu");
-            var env = OrtEnv.Instance();
+            var env = Env;
             try
             {
                 env.RegisterExecutionProviderLibrary("cuda", CudaProviderPath);
