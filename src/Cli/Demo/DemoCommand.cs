@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
-using MixLoRA.Cli;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.Runtime;
 using MixLoRA.Text.Data;

@@ -51,7 +51,7 @@ public static class Exporter
     public static readonly string[] CopiedFiles =
         ["config.json", "generation_config.json", TokenizerFile, TokenizerConfigFile.FileName, "special_tokens_map.json", "tokenizer.model"];
 
-    /// <summary>The graph-side adapter for an adapter config and the compute dtype (inference: no dropout, no jitter).</summary>
+    /// <summary>The graph-side adapter for an adapter config and the compute dtype (inference: no training switch, so no dropout).</summary>
     public static IAdapter CreateAdapter(AdapterConfig cfg, DType compute) => new AdapterGraph(cfg, compute, training: null);
 
     public static string RouterExperts(int layer) => $"router.{layer}.experts";
