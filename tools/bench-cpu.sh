@@ -9,8 +9,8 @@ repeat=${1:-3}
 shift || true
 bench() {
   if [ -x "$root/bin/mixlora-bench" ]; then "$root/bin/mixlora-bench" "$@"
-  elif [ -f "$root/artifacts/bin/Trainer/release_linux-x64/MixLoRA.Trainer.dll" ]; then dotnet "$root/artifacts/bin/Trainer/release_linux-x64/MixLoRA.Trainer.dll" bench "$@"
-  else dotnet "$root/artifacts/bin/Trainer/debug_linux-x64/MixLoRA.Trainer.dll" bench "$@"; fi
+  elif [ -f "$root/artifacts/bin/Cli/release_linux-x64/MixLoRA.Cli.dll" ]; then dotnet "$root/artifacts/bin/Cli/release_linux-x64/MixLoRA.Cli.dll" bench "$@"
+  else dotnet "$root/artifacts/bin/Cli/debug_linux-x64/MixLoRA.Cli.dll" bench "$@"; fi
 }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -5,7 +5,7 @@
 set -uo pipefail
 source /root/mixlora/env.sh
 APP=${APP_DIR:-$APP}   # APP_DIR: another published build staged beside the app piece; TAG names its result files
-T="$DOTNET $APP/MixLoRA.Trainer.dll"
+T="$DOTNET $APP/MixLoRA.Cli.dll"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 log() { echo "== $*" | tee -a "$OUT/log.txt"; }
 run() { timeout "${LIMIT:-240}" "$@" >> "$OUT/log.txt" 2>&1; local rc=$?; echo "   rc=$rc" >> "$OUT/log.txt"; return $rc; }

@@ -9,13 +9,12 @@ flavour=${1:-cpu}
 case $flavour in cpu|cuda) ;; *) echo "error: unknown flavour '$flavour': use tools/setup.sh [cpu|cuda]" >&2; exit 1 ;; esac
 dotnet build MixLoRA.sln -c Release -p:MixLoraOrt="$flavour" -nologo -clp:ErrorsOnly -v:q
 mkdir -p bin
-write() { # name assembly command
+write() { # command: bin/mixlora-COMMAND runs the one executable, MixLoRA.Cli, with COMMAND first
   cat > "bin/mixlora-$1" <<SH
 #!/usr/bin/env bash
-exec dotnet "$root/artifacts/bin/$2/release_linux-x64/MixLoRA.$2.dll" $3 "\$@"
+exec dotnet "$root/artifacts/bin/Cli/release_linux-x64/MixLoRA.Cli.dll" $1 "\$@"
 SH
   chmod +x "bin/mixlora-$1"
 }
-for c in build-graph train score data bench doctor; do write "$c" Trainer "$c"; done
-for c in export generate eval; do write "$c" Inference "$c"; done
+for c in build-graph train score data bench doctor export generate eval; do write "$c"; done
 echo "bin/: $(ls bin | tr '\n' ' ') (ONNX Runtime $flavour)" >&2

@@ -1,5 +1,4 @@
-using MixLoRA.Inference.Cli;
-using MixLoRA.Inference.Generation;
+using MixLoRA.Cli;
 using MixLoRA.Inference.Tests.Fixtures;
 
 namespace MixLoRA.Inference.Tests;
@@ -30,8 +29,8 @@ public sealed class CliSmokeTests
     {
         var outDir = Files.TempDir();
         Assert.AreEqual(0, Commands.Run(["export", "--model", Files.ParityModel, "--out", outDir]));
-        Tokenizers.Load = _ => new SmallTokenizer();
-        Assert.AreEqual(0, Commands.Run(["generate", "--model", outDir, "--prompt", "Hi", "--max-new-tokens", "4"]));
-        Assert.AreEqual(1, Commands.Run(["generate", "--model", outDir, "--prompt", "Hi", "--top-p", "0"]));
+        var services = new CommandServices(_ => new SmallTokenizer());
+        Assert.AreEqual(0, Commands.Run(["generate", "--model", outDir, "--prompt", "Hi", "--max-new-tokens", "4"], services));
+        Assert.AreEqual(1, Commands.Run(["generate", "--model", outDir, "--prompt", "Hi", "--top-p", "0"], services));
     }
 }

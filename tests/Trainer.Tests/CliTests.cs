@@ -6,6 +6,6 @@ public sealed class CliSmokeTests
     [TestMethod]
     public void UnknownCommandIsAUsageError()
     {
-        Assert.AreEqual(2, MixLoRA.Trainer.Cli.Commands.Run(["no-such-command"]));
+        Assert.AreEqual(2, MixLoRA.Cli.Commands.Run(["no-such-command"]));
     }
 }

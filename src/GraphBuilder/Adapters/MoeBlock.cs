@@ -6,7 +6,7 @@ using MixLoRA.GraphBuilder.Ops;
 namespace MixLoRA.GraphBuilder.Adapters;
 
 /// <summary>
-/// The MixLoRA FFN with static shapes (DESIGN §6). Experts' LoRA A/B are stacked, A* [E·R, in] and
+/// The MixLoRA FFN with static shapes (docs/design.md §6). Experts' LoRA A/B are stacked, A* [E·R, in] and
 /// B* [out, E·R]; for slot j the rank-space activations are masked to expert e_j's R-block, which gives
 /// exactly B_{e_j} A_{e_j} x. The frozen gate/up run once per token, and because W2 is linear and
 /// shared, Σ_j w_j W2 h_j = W2 Σ_j w_j h_j, so the frozen down projection also runs once per token.

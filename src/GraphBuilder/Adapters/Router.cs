@@ -13,7 +13,7 @@ public sealed record Routing(
     Value Selected);  // (N, K) fp32 1 where the slot is used (all ones for top-k)
 
 /// <summary>
-/// The router in fp32 (DESIGN §2, §6): z = x Wgᵀ, p = softmax(z).
+/// The router in fp32 (docs/design.md §2, §6): z = x Wgᵀ, p = softmax(z).
 /// mixlora: top-k of p, weights renormalized to sum 1. mixlora-dynamic: p = softmax(z / temperature),
 /// experts sorted by p, kept while the cumulative sum before them is ≤ top_p (the first to cross is kept),
 /// raw probabilities, no renormalizing; K = E slots with dropped ones weighted 0.

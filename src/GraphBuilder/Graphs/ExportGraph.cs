@@ -7,7 +7,7 @@ using MixLoRA.GraphBuilder.Ops;
 namespace MixLoRA.GraphBuilder.Graphs;
 
 /// <summary>
-/// The inference graph shipped to ORT hosts (DESIGN §8): the decoder with a KV cache and the conventional
+/// The inference graph shipped to ORT hosts (docs/design.md §8): the decoder with a KV cache and the conventional
 /// IO names of HF/optimum and onnxruntime-genai exports, every dim symbolic.
 /// <code>
 /// input_ids (batch, sequence_length) int64          ┐

@@ -20,7 +20,7 @@ public sealed record TrainSpec(ModelConfig Model, AdapterConfig Adapter, Shapes 
 public sealed record CompiledGraph(Graph Graph, IReadOnlyList<Adapters.TrainableTensor> Trainable, IReadOnlyDictionary<string, Value> Weights);
 
 /// <summary>
-/// The gradient step and the eval step (DESIGN §7). IO contract, inputs: `input_ids`, `attention_mask`,
+/// The gradient step and the eval step (docs/design.md §7). IO contract, inputs: `input_ids`, `attention_mask`,
 /// `labels` (B, T) int64, every frozen weight (HF key), every
 /// trainable tensor (reference key, fp32), with accumulation `KEY.grad.acc`, and with fused expert dropout
 /// `dropout_seed` (int64 scalar, a new value every micro-step). Outputs: `loss`, `lm_loss`,

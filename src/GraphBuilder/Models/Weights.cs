@@ -11,7 +11,7 @@ public interface IWeightSource
 }
 
 /// <summary>
-/// Weights as graph inputs named by their HF keys, bound once to device tensors by the runtime (DESIGN §2).
+/// Weights as graph inputs named by their HF keys, bound once to device tensors by the runtime (docs/design.md §2).
 /// Records what the graph needs so the runtime can validate shapes against the checkpoint.
 /// </summary>
 public sealed class InputWeights(DType dtype) : IWeightSource

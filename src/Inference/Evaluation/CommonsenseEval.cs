@@ -3,9 +3,9 @@ using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.Inference.Export;
 using MixLoRA.Inference.Generation;
-using MixLoRA.Trainer.Data;
-using MixLoRA.Trainer.Runtime;
-using MixLoRA.Trainer.Tokenization;
+using MixLoRA.Runtime;
+using MixLoRA.Text.Data;
+using MixLoRA.Text.Tokenization;
 
 namespace MixLoRA.Inference.Evaluation;
 

@@ -6,7 +6,7 @@ using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.GraphBuilder.Onnx;
-using MixLoRA.Trainer.Tokenization;
+using MixLoRA.Text.Tokenization;
 
 namespace MixLoRA.Inference.Export;
 
@@ -33,7 +33,7 @@ public sealed record ExportOptions(string ModelDir, string OutDir)
 public sealed record ExportResult(string OutDir, IReadOnlyList<string> Files, Graph Graph, IReadOnlyList<TensorData> AdapterTensors);
 
 /// <summary>
-/// Writes an exported model folder for ORT hosts (DESIGN §8): model.onnx + model.onnx.data (weights as
+/// Writes an exported model folder for ORT hosts (docs/design.md §8): model.onnx + model.onnx.data (weights as
 /// external-data initializers, streamed from the memory-mapped checkpoint), genai_config.json, config.json,
 /// the tokenizer files (plus a tokenizer_config.json derived from tokenizer.json when the model folder has
 /// none: <see cref="TokenizerConfigFile"/>), and with an adapter its adapter_config.json (and, with
@@ -51,13 +51,13 @@ public static class Exporter
     public static readonly string[] CopiedFiles =
         ["config.json", "generation_config.json", TokenizerFile, TokenizerConfigFile.FileName, "special_tokens_map.json", "tokenizer.model"];
 
-    /// <summary>Builds the graph-side adapter from its config and the compute dtype (tests may substitute their own).</summary>
-    public static Func<AdapterConfig, DType, IAdapter> CreateAdapter { get; set; } = (cfg, compute) => new AdapterGraph(cfg, compute, training: null);
+    /// <summary>The graph-side adapter for an adapter config and the compute dtype (inference: no training switch, so no dropout).</summary>
+    public static IAdapter CreateAdapter(AdapterConfig cfg, DType compute) => new AdapterGraph(cfg, compute, training: null);
 
     public static string RouterExperts(int layer) => $"router.{layer}.experts";
     public static string RouterSelected(int layer) => $"router.{layer}.selected";
 
-    /// <summary>Exports; <paramref name="adapter"/> overrides <see cref="CreateAdapter"/> (tests pass their own).</summary>
+    /// <summary>Exports; <paramref name="adapter"/>, when given, replaces <see cref="CreateAdapter"/>'s (tests pass their own).</summary>
     public static ExportResult Export(ExportOptions o, IAdapter? adapter = null)
     {
         Check(o);

@@ -3,7 +3,7 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.Models;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.Inference.Generation;
 

@@ -1,5 +1,5 @@
 using MixLoRA.GraphBuilder;
-using MixLoRA.Trainer.Tokenization;
+using MixLoRA.Text.Tokenization;
 
 namespace MixLoRA.Inference.Generation;
 

@@ -1,6 +1,6 @@
 using MixLoRA.GraphBuilder;
 using MixLoRA.Inference.Export;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.Inference.Generation;
 

@@ -1,4 +1,5 @@
 using MixLoRA.GraphBuilder;
+using MixLoRA.Text.Data;
 
 namespace MixLoRA.Trainer.Data;
 

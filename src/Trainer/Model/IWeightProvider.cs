@@ -1,6 +1,6 @@
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.Trainer.Model;
 

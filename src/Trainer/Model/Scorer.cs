@@ -4,8 +4,9 @@ using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
+using MixLoRA.Runtime;
+using MixLoRA.Text.Data;
 using MixLoRA.Trainer.Data;
-using MixLoRA.Trainer.Runtime;
 
 namespace MixLoRA.Trainer.Model;
 

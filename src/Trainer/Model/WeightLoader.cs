@@ -3,7 +3,7 @@ using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.Trainer.Model;
 

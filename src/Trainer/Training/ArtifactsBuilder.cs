@@ -5,7 +5,7 @@ using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.GraphBuilder.Onnx;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.Trainer.Training;
 

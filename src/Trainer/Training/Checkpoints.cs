@@ -2,6 +2,7 @@ using System.Text.Json;
 using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.IO;
+using MixLoRA.Text.Data;
 using MixLoRA.Trainer.Data;
 
 namespace MixLoRA.Trainer.Training;

@@ -3,7 +3,7 @@ using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.GraphBuilder.Optim;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.Trainer.Training;
 

@@ -3,8 +3,9 @@ using Microsoft.ML.OnnxRuntime;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Optim;
+using MixLoRA.Runtime;
+using MixLoRA.Text.Data;
 using MixLoRA.Trainer.Data;
-using MixLoRA.Trainer.Runtime;
 
 namespace MixLoRA.Trainer.Training;
 

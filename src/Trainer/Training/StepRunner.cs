@@ -5,9 +5,10 @@ using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.GraphBuilder.Optim;
 using TrainableTensor = MixLoRA.GraphBuilder.Adapters.TrainableTensor;
+using MixLoRA.Runtime;
+using MixLoRA.Text.Data;
 using MixLoRA.Trainer.Data;
 using MixLoRA.Trainer.Model;
-using MixLoRA.Trainer.Runtime;
 
 namespace MixLoRA.Trainer.Training;
 

@@ -3,9 +3,10 @@ using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.GraphBuilder.Optim;
+using MixLoRA.Runtime;
+using MixLoRA.Text.Data;
+using MixLoRA.Text.Tokenization;
 using MixLoRA.Trainer.Data;
-using MixLoRA.Trainer.Runtime;
-using MixLoRA.Trainer.Tokenization;
 
 namespace MixLoRA.Trainer.Training;
 

@@ -1,6 +1,6 @@
 using MixLoRA.GraphBuilder;
-using MixLoRA.Trainer.Data;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
+using MixLoRA.Text.Data;
 
 namespace MixLoRA.Trainer.Training;
 

@@ -4,7 +4,7 @@ using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Optim;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 using TrainableTensor = MixLoRA.GraphBuilder.Adapters.TrainableTensor;
 
 namespace MixLoRA.Trainer.Training;

@@ -3,7 +3,7 @@ using MixLoRA.GraphBuilder.Autodiff;
 using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.GraphBuilder.Tests.Adapters;
 

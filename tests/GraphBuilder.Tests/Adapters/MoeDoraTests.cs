@@ -1,11 +1,11 @@
+using Microsoft.ML.OnnxRuntime;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Autodiff;
 using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.Trainer.Runtime;
-using Microsoft.ML.OnnxRuntime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.GraphBuilder.Tests.Adapters;
 

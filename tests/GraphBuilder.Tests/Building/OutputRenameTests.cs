@@ -1,7 +1,7 @@
 using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.GraphBuilder.Tests.Building;
 

@@ -7,7 +7,7 @@ using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Losses;
 using MixLoRA.GraphBuilder.Tests.Fixtures;
 using MixLoRA.GraphBuilder.Tests.Ops;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.GraphBuilder.Tests.Losses;
 

@@ -3,7 +3,7 @@ using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.GraphBuilder.Tests.Ops;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.GraphBuilder.Tests.Models;
 

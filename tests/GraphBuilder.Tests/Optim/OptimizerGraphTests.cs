@@ -4,7 +4,7 @@ using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.GraphBuilder.Optim;
 using MixLoRA.GraphBuilder.Tests.Ops;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.GraphBuilder.Tests.Optim;
 

@@ -1,11 +1,11 @@
 using System.Text.Json;
+using MixLoRA.Cli;
 using MixLoRA.GraphBuilder.Adapters;
-using MixLoRA.Inference.Cli;
 using MixLoRA.Inference.Evaluation;
 using MixLoRA.Inference.Export;
 using MixLoRA.Inference.Generation;
 using MixLoRA.Inference.Tests.Fixtures;
-using MixLoRA.Trainer.Data;
+using MixLoRA.Text.Data;
 
 namespace MixLoRA.Inference.Tests.Evaluation;
 
@@ -51,10 +51,10 @@ public sealed class EvalTests
         var parity = Files.Parity();
         var adapter = Path.Combine(parity, "expected", "adapter_final");
         var cfg = AdapterConfig.Load(adapter);
-        Tokenizers.Load = _ => new SmallTokenizer();
         var outFile = Path.Combine(Files.TempDir(), "report.json");
         var data = Path.Combine(Files.Samples, "piqa.jsonl");
-        Assert.AreEqual(0, Commands.Run(["eval", "--model", Files.ParityModel, "--adapter", adapter, "--task", "piqa", "--data", data, "--out", outFile]));
+        Assert.AreEqual(0, Commands.Run(["eval", "--model", Files.ParityModel, "--adapter", adapter, "--task", "piqa", "--data", data, "--out", outFile],
+            new CommandServices(_ => new SmallTokenizer())));
 
         using var doc = JsonDocument.Parse(File.ReadAllText(outFile));
         var root = doc.RootElement;

@@ -2,8 +2,8 @@ using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
+using MixLoRA.Runtime;
 using MixLoRA.Trainer.Model;
-using MixLoRA.Trainer.Runtime;
 
 namespace MixLoRA.Inference.Tests.Fixtures;
 

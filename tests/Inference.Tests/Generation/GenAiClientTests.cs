@@ -1,10 +1,10 @@
 using Microsoft.ML.OnnxRuntimeGenAI;
+using MixLoRA.Cli.Demo;
 using MixLoRA.Inference.Export;
 using MixLoRA.Inference.Generation;
 using MixLoRA.Inference.Tests.Fixtures;
-using MixLoRA.Trainer.Demo;
-using MixLoRA.Trainer.Runtime;
-using MixLoRA.Trainer.Tokenization;
+using MixLoRA.Runtime;
+using MixLoRA.Text.Tokenization;
 using Generator = MixLoRA.Inference.Generation.Generator;
 
 namespace MixLoRA.Inference.Tests.Generation;

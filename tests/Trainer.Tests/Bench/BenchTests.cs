@@ -1,8 +1,8 @@
 using System.Text.Json;
+using MixLoRA.Cli;
+using MixLoRA.Cli.Bench;
 using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.IR;
-using MixLoRA.Trainer.Bench;
-using MixLoRA.Trainer.Cli;
 using MixLoRA.Trainer.Training;
 
 namespace MixLoRA.Trainer.Tests.Bench;

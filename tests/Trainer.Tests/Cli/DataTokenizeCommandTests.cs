@@ -1,6 +1,6 @@
 using System.Text.Json;
+using MixLoRA.Cli;
 using MixLoRA.GraphBuilder;
-using MixLoRA.Trainer.Cli;
 using MixLoRA.Trainer.Tests.Tokenization;
 
 namespace MixLoRA.Trainer.Tests.Cli;

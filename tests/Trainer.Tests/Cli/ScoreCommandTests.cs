@@ -1,8 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using MixLoRA.Cli;
 using MixLoRA.GraphBuilder.IO;
-using MixLoRA.Trainer.Cli;
 using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Tests.Model;
 

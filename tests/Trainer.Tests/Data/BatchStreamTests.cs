@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text.Json;
 using MixLoRA.GraphBuilder;
+using MixLoRA.Text.Data;
 using MixLoRA.Trainer.Data;
 
 namespace MixLoRA.Trainer.Tests.Data;

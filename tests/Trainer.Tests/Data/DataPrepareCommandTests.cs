@@ -1,6 +1,6 @@
 using System.Text.Json;
+using MixLoRA.Cli;
 using MixLoRA.GraphBuilder;
-using MixLoRA.Trainer.Cli;
 
 namespace MixLoRA.Trainer.Tests.Data;
 
@@ -8,11 +8,8 @@ namespace MixLoRA.Trainer.Tests.Data;
 [DoNotParallelize]
 public sealed class DataPrepareCommandTests
 {
-    [TestInitialize]
-    public void WireFakeTokenizer() => DataPrepareCommand.LoadTokenizer = _ => new ByteTokenizer();
-
-    [TestCleanup]
-    public void Unwire() => DataPrepareCommand.LoadTokenizer = null;
+    /// <summary>`prepare` with a fake tokenizer wired in, whatever --tokenizer names.</summary>
+    private static int Run(string[] args) => DataPrepareCommand.Run(args, _ => new ByteTokenizer());
 
     [TestMethod]
     public void WritesWhatTheTrainerSees_PerExample()
@@ -20,7 +17,7 @@ public sealed class DataPrepareCommandTests
         string dir = TestFiles.TempDir();
         string output = Path.Combine(dir, "prepared.jsonl");
         string s = TestFiles.Samples;
-        int rc = DataPrepareCommand.Run(["--tokenizer", "tok.json", "--data", "boolq:" + Path.Combine(s, "boolq.jsonl"),
+        int rc = Run(["--tokenizer", "tok.json", "--data", "boolq:" + Path.Combine(s, "boolq.jsonl"),
             "--data", Path.Combine(s, "instruction.json"), "--template", "plain", "--cutoff-len", "40", "--out", output]);
         Assert.AreEqual(0, rc);
         var lines = File.ReadAllLines(output);
@@ -47,7 +44,7 @@ public sealed class DataPrepareCommandTests
     public void TrainOnInputs_KeepsPromptLabels()
     {
         string output = Path.Combine(TestFiles.TempDir(), "p.jsonl");
-        int rc = DataPrepareCommand.Run(["--tokenizer", "t", "--data", Path.Combine(TestFiles.Samples, "piqa.jsonl"), "--train-on-inputs", "--out", output]);
+        int rc = Run(["--tokenizer", "t", "--data", Path.Combine(TestFiles.Samples, "piqa.jsonl"), "--train-on-inputs", "--out", output]);
         Assert.AreEqual(0, rc);
         using var doc = JsonDocument.Parse(File.ReadAllLines(output)[0]);
         CollectionAssert.AreEqual(
@@ -61,7 +58,7 @@ public sealed class DataPrepareCommandTests
         string dir = TestFiles.TempDir();
         string bad = TestFiles.Write(dir, "bad.jsonl", "{\"input_ids\": [1]}\nnot json\n");
         string output = Path.Combine(dir, "out.jsonl");
-        var e = Assert.ThrowsExactly<UserError>(() => DataPrepareCommand.Run(["--tokenizer", "t", "--data", bad, "--out", output]));
+        var e = Assert.ThrowsExactly<UserError>(() => Run(["--tokenizer", "t", "--data", bad, "--out", output]));
         StringAssert.Contains(e.Message, "line 2");
         Assert.IsFalse(File.Exists(output));
     }
@@ -69,7 +66,7 @@ public sealed class DataPrepareCommandTests
     [TestMethod]
     public void MissingRequiredOption_IsAUsageError()
     {
-        Assert.AreNotEqual(0, DataPrepareCommand.Run(["--tokenizer", "t", "--out", "x.jsonl"]));
-        Assert.AreNotEqual(0, DataPrepareCommand.Run(["--tokenizer", "t", "--data", "a.jsonl", "--template", "chatml", "--out", "x.jsonl"]));
+        Assert.AreNotEqual(0, Run(["--tokenizer", "t", "--out", "x.jsonl"]));
+        Assert.AreNotEqual(0, Run(["--tokenizer", "t", "--data", "a.jsonl", "--template", "chatml", "--out", "x.jsonl"]));
     }
 }

@@ -1,5 +1,5 @@
 using MixLoRA.GraphBuilder;
-using MixLoRA.Trainer.Data;
+using MixLoRA.Text.Data;
 
 namespace MixLoRA.Trainer.Tests.Data;
 

@@ -1,9 +1,9 @@
-using MixLoRA.Trainer.Data;
+using MixLoRA.Text.Data;
 
 namespace MixLoRA.Trainer.Tests.Data;
 
 /// <summary>
-/// Every template against the text of DESIGN §7 and the Stanford Alpaca prompt, written out here
+/// Every template against the text of docs/design.md §7 and the Stanford Alpaca prompt, written out here
 /// literally (not built with the code under test), on the sample files of each public layout.
 /// </summary>
 [TestClass]

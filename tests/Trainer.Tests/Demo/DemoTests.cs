@@ -1,12 +1,12 @@
 using System.Text;
 using System.Text.RegularExpressions;
+using MixLoRA.Cli;
+using MixLoRA.Cli.Demo;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Models;
-using MixLoRA.Trainer.Cli;
-using MixLoRA.Trainer.Demo;
+using MixLoRA.Text.Tokenization;
 using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Tests.Training;
-using MixLoRA.Trainer.Tokenization;
 
 namespace MixLoRA.Trainer.Tests.Demo;
 

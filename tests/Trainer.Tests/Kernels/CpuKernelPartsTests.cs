@@ -1,5 +1,5 @@
 using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.Trainer.Runtime.Kernels;
+using MixLoRA.Runtime.Kernels;
 
 namespace MixLoRA.Trainer.Tests.Kernels;
 

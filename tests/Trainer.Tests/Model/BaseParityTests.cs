@@ -2,9 +2,9 @@ using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
-using MixLoRA.Trainer.Data;
+using MixLoRA.Runtime;
+using MixLoRA.Text.Data;
 using MixLoRA.Trainer.Model;
-using MixLoRA.Trainer.Runtime;
 using MixLoRA.Trainer.Tests.Data;
 
 namespace MixLoRA.Trainer.Tests.Model;

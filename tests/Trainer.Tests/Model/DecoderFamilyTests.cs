@@ -1,8 +1,8 @@
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
-using MixLoRA.Trainer.Data;
+using MixLoRA.Runtime;
+using MixLoRA.Text.Data;
 using MixLoRA.Trainer.Model;
-using MixLoRA.Trainer.Runtime;
 
 namespace MixLoRA.Trainer.Tests.Model;
 

@@ -1,5 +1,5 @@
 using System.Text;
-using MixLoRA.Trainer.Tokenization;
+using MixLoRA.Text.Tokenization;
 
 namespace MixLoRA.Trainer.Tests.Tokenization;
 

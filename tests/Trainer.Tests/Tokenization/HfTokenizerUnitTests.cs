@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using MixLoRA.GraphBuilder;
-using MixLoRA.Trainer.Tokenization;
+using MixLoRA.Text.Tokenization;
 
 namespace MixLoRA.Trainer.Tests.Tokenization;
 

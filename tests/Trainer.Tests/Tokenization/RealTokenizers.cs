@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using System.Text.Json;
+using MixLoRA.Text.Tokenization;
 using MixLoRA.Trainer.Tests.Fixtures;
-using MixLoRA.Trainer.Tokenization;
 
 namespace MixLoRA.Trainer.Tests.Tokenization;
 

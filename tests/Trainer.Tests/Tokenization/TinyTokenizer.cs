@@ -1,5 +1,5 @@
 using System.Text.Json.Nodes;
-using MixLoRA.Trainer.Tokenization;
+using MixLoRA.Text.Tokenization;
 
 namespace MixLoRA.Trainer.Tests.Tokenization;
 

@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
-using MixLoRA.Trainer.Demo;
+using MixLoRA.Cli.Demo;
+using MixLoRA.Text.Tokenization;
 using MixLoRA.Trainer.Tests.Data;
-using MixLoRA.Trainer.Tokenization;
 
 namespace MixLoRA.Trainer.Tests.Tokenization;
 

@@ -1,5 +1,5 @@
+using MixLoRA.Cli;
 using MixLoRA.GraphBuilder.Adapters;
-using MixLoRA.Trainer.Cli;
 using MixLoRA.Trainer.Tests.Data;
 
 namespace MixLoRA.Trainer.Tests.Training;

@@ -1,7 +1,7 @@
+using MixLoRA.Cli.Bench;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
-using MixLoRA.Trainer.Bench;
 using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Tests.Model;
 

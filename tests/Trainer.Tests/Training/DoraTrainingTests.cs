@@ -1,7 +1,7 @@
+using MixLoRA.Cli;
 using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.IO;
-using MixLoRA.Trainer.Cli;
 using MixLoRA.Trainer.Tests.Data;
 
 namespace MixLoRA.Trainer.Tests.Training;

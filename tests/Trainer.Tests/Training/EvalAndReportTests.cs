@@ -1,6 +1,6 @@
 using System.Text.Json;
 using MixLoRA.GraphBuilder.IO;
-using MixLoRA.Trainer.Data;
+using MixLoRA.Text.Data;
 using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Training;
 

@@ -1,10 +1,10 @@
+using MixLoRA.Cli.Bench;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.Trainer.Bench;
-using MixLoRA.Trainer.Runtime;
-using MixLoRA.Trainer.Runtime.Kernels;
+using MixLoRA.Runtime;
+using MixLoRA.Runtime.Kernels;
 using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Tests.Model;
 

@@ -1,11 +1,11 @@
 using System.Collections.Immutable;
 using Microsoft.ML.OnnxRuntime;
+using MixLoRA.Cli.Bench;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.GraphBuilder.Ops;
-using MixLoRA.Trainer.Bench;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.Trainer.Tests.Training;
 

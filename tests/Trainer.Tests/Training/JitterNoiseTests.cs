@@ -1,8 +1,8 @@
+using MixLoRA.Cli;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
-using MixLoRA.Trainer.Cli;
 using MixLoRA.Trainer.Tests.Data;
 
 namespace MixLoRA.Trainer.Tests.Training;

@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using System.Text.Json;
 using MixLoRA.GraphBuilder.Adapters;
-using MixLoRA.Trainer.Data;
+using MixLoRA.Text.Data;
 using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Training;
 

@@ -1,6 +1,6 @@
 using System.Text.Json;
+using MixLoRA.Cli;
 using MixLoRA.GraphBuilder.Adapters;
-using MixLoRA.Trainer.Cli;
 using MixLoRA.Trainer.Tests.Data;
 
 namespace MixLoRA.Trainer.Tests.Training;

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.Optim;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 using MixLoRA.Trainer.Training;
 
 namespace MixLoRA.Trainer.Tests.Training;

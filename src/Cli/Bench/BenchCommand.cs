@@ -1,0 +1,58 @@
+using System.CommandLine;
+using MixLoRA.Cli.Bench;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.Runtime;
+
+namespace MixLoRA.Cli.Bench;
+
+/// <summary>
+/// `mixlora-bench`: training throughput of a model shape on random weights through the mixlora-train path;
+/// progress on stderr, one JSON line on stdout (see <see cref="BenchResult"/>).
+/// </summary>
+public static class BenchCommand
+{
+    public static int Run(string[] args)
+    {
+        var config = new Option<string>("--config") { Description = $"{string.Join(" | ", BenchModels.Names)} | a config.json file", DefaultValueFactory = _ => "tiny" };
+        var method = new Option<string>("--method") { Description = "mixlora | lora", DefaultValueFactory = _ => "mixlora" };
+        method.AcceptOnlyFromAmong("mixlora", "lora");
+        var seqLen = new Option<int?>("--seq-len") { Description = "tokens per row (default: tiny 128, small 256, others 512)" };
+        var batch = new Option<int?>("--batch") { Description = "rows per step (default: tiny 4, small 4, tinyllama-1.1b 8, llama2-7b 4, file 1)" };
+        var experts = new Option<int>("--experts") { Description = "MixLoRA experts", DefaultValueFactory = _ => 8 };
+        var topK = new Option<int>("--top-k") { Description = "MixLoRA experts per token", DefaultValueFactory = _ => 2 };
+        var r = new Option<int>("--r") { Description = "LoRA rank (alpha = 2·r)", DefaultValueFactory = _ => 16 };
+        var dropout = new Option<double>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05 };
+        var dtype = new Option<string?>("--dtype") { Description = "bfloat16 | float16 | float32 (default: float32 on cpu, bfloat16 on cuda)" };
+        var device = new Option<string>("--device") { Description = "cpu | cuda", DefaultValueFactory = _ => "cpu" };
+        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute each decoder layer's activations in the backward (activation checkpointing)" };
+        var noFused = new Option<bool>("--no-fused-kernels") { Description = "compose MixLoRA's expert activations, the experts' LoRA and the loss from ONNX ops instead of the trainer's fused kernels" };
+        var cudaGraph = CliHost.CudaGraphOption();
+        var steps = new Option<int>("--steps") { Description = "timed steps", DefaultValueFactory = _ => 10 };
+        var warmup = new Option<int>("--warmup") { Description = "untimed steps first", DefaultValueFactory = _ => 3 };
+        var peak = new Option<double?>("--peak-tflops") { Description = "device peak for MFU (default 989.4 on cuda in bf16/fp16)" };
+        var profile = new Option<string?>("--profile") { Description = "write ORT profiles to PREFIX*.json and print the top nodes on stderr" };
+        var quiet = new Option<bool>("--quiet") { Description = "no progress on stderr" };
+        var command = new RootCommand("mixlora-bench: training throughput on random weights of a model shape")
+        {
+            config, method, seqLen, batch, experts, topK, r, dropout, dtype, device, checkpointing, noFused, cudaGraph, steps, warmup, peak, profile, quiet,
+        };
+        command.SetAction(p =>
+        {
+            var o = new BenchOptions
+            {
+                Config = p.GetValue(config)!,
+                Adapter = new AdapterChoice(p.GetValue(method)!, p.GetValue(r), 2.0 * p.GetValue(r), p.GetValue(experts), p.GetValue(topK), p.GetValue(dropout)),
+                SeqLen = p.GetValue(seqLen), Batch = p.GetValue(batch),
+                DType = p.GetValue(dtype) is { } d ? DTypes.Parse(d) : null,
+                Device = OrtRuntime.ParseDevice(p.GetValue(device)!),
+                GradientCheckpointing = p.GetValue(checkpointing),
+                FusedKernels = !p.GetValue(noFused), CudaGraph = p.GetValue(cudaGraph),
+                Steps = p.GetValue(steps), Warmup = p.GetValue(warmup), PeakTflops = p.GetValue(peak), Profile = p.GetValue(profile),
+            };
+            var result = BenchRunner.Run(o, p.GetValue(quiet) ? null : Console.Error);
+            Console.WriteLine(result.ToJson());
+            return 0;
+        });
+        return command.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+    }
+}

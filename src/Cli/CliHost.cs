@@ -1,0 +1,73 @@
+using System.CommandLine;
+using MixLoRA.GraphBuilder;
+
+namespace MixLoRA.Cli;
+
+/// <summary>
+/// Runs a command; user mistakes become one line on stderr (`error: ...`) and a non-zero exit code,
+/// never a stack trace.
+/// </summary>
+public static class CliHost
+{
+    /// <summary>`--cuda-graph`, shared by mixlora-train and mixlora-bench.</summary>
+    public static Option<bool> CudaGraphOption() => new("--cuda-graph")
+    {
+        Description = "replay the grad step as a CUDA graph after two plain runs (cuda; needs lora dropout 0: ONNX Runtime's Dropout masks would repeat)",
+    };
+
+    public static int Guard(Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (UserError e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        catch (InvalidOperationException e) when (e.InnerException is Microsoft.ML.OnnxRuntime.OnnxRuntimeException && Environment.GetEnvironmentVariable("MIXLORA_DEBUG") != "1")
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine("(set MIXLORA_DEBUG=1 for the stack trace)");
+            return 1;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // the file system refused (unreadable folder, disk full, ...): the message names the path
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("interrupted");
+            return 130;
+        }
+    }
+
+    /// <summary>
+    /// Parses <paramref name="args"/> for <paramref name="command"/>; bad flags and values are reported as
+    /// `error: ...` lines on stderr with exit code 2, otherwise the command's action runs.
+    /// </summary>
+    public static int Invoke(RootCommand command, string[] args)
+    {
+        var parsed = command.Parse(args);
+        if (parsed.Errors.Count > 0 && !args.Contains("--help") && !args.Contains("-h"))
+        {
+            foreach (var e in parsed.Errors) Console.Error.WriteLine($"error: {Readable(e.Message)}");
+            Console.Error.WriteLine($"(run with --help for the options)");
+            return 2;
+        }
+        return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+    }
+
+    /// <summary>System.CommandLine's "Cannot parse argument 'x' for option '--steps' as expected type 'System.Int32'" in plain words.</summary>
+    private static string Readable(string message)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(.*)' for option '(.*)' as expected type '(.*)'\.?$");
+        if (!m.Success) return message;
+        var type = m.Groups[3].Value;
+        var kind = type.Contains("Int", StringComparison.Ordinal) ? "an integer" : type.Contains("Double", StringComparison.Ordinal) ? "a number" : type.Contains("Boolean", StringComparison.Ordinal) ? "true or false" : "a valid value";
+        return $"{m.Groups[2].Value} '{m.Groups[1].Value}' is not {kind}";
+    }
+}

@@ -1,0 +1,6 @@
+namespace MixLoRA.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args) => Commands.Run(args);
+}

@@ -1,0 +1,68 @@
+using System.CommandLine;
+using MixLoRA.Runtime;
+using MixLoRA.Text.Data;
+using MixLoRA.Trainer.Training;
+
+namespace MixLoRA.Cli;
+
+/// <summary>`mixlora-train`: trains an adapter from an artifacts folder (or the embedded demo).</summary>
+public static class TrainCommand
+{
+    /// <summary>
+    /// Runs with the arguments after `train`; without --artifacts (and without --help) it runs
+    /// <paramref name="demo"/> instead when one is given (<see cref="Commands"/> passes the embedded demo).
+    /// </summary>
+    public static int Run(string[] args, Func<string[], int>? demo = null)
+    {
+        if (demo != null && !args.Contains("--artifacts") && !args.Contains("--help") && !args.Contains("-h")) return demo(args);
+        var artifacts = new Option<string>("--artifacts") { Description = "artifacts folder from mixlora-build-graph", Required = true };
+        var data = new Option<string[]>("--data") { Description = "training data (JSONL/JSON; TASK:FILE); repeat to mix", Required = true, Arity = ArgumentArity.OneOrMore };
+        var output = new Option<string>("--out") { Description = "output folder (adapter/, metrics.jsonl, checkpoints/)", Required = true };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 8, Description = "records per optimizer step" };
+        var micro = new Option<int?>("--micro-batch-size") { Description = "records per micro-batch (the artifacts' value)" };
+        var steps = new Option<int?>("--steps") { Description = "optimizer steps" };
+        var epochs = new Option<double?>("--epochs") { Description = "epochs (when --steps is not given; default 1)" };
+        var lr = new Option<double>("--lr") { DefaultValueFactory = _ => 2e-4, Description = "peak learning rate" };
+        var wd = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 0, Description = "AdamW decoupled weight decay" };
+        var sched = new Option<string>("--lr-scheduler") { DefaultValueFactory = _ => "constant", Description = "constant | linear | cosine" };
+        var warmup = new Option<int>("--warmup-steps") { DefaultValueFactory = _ => 0 };
+        var clip = new Option<double?>("--max-grad-norm") { Description = "clip gradients to this global norm" };
+        var noShuffle = new Option<bool>("--no-shuffle") { Description = "step k uses records (k·B + j) mod N" };
+        var group = new Option<bool>("--group-by-length") { Description = "order each epoch longest first" };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42 };
+        var device = new Option<string>("--device") { DefaultValueFactory = _ => "cpu", Description = "cpu | cuda" };
+        var save = new Option<int>("--save-steps") { DefaultValueFactory = _ => 0, Description = "checkpoint every N steps (and always at the end)" };
+        var resume = new Option<bool>("--resume") { Description = "continue from the newest checkpoint in --out" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.json (default: the model folder's)" };
+        var cutoff = new Option<int?>("--cutoff-len") { Description = "truncate examples to this many tokens" };
+        var inputs = new Option<bool>("--train-on-inputs") { Description = "keep the loss on prompt tokens" };
+        var template = new Option<string>("--template") { DefaultValueFactory = _ => "alpaca", Description = "alpaca | plain (instruction data)" };
+        var evalData = new Option<string[]>("--eval-data") { Description = "evaluation data", Arity = ArgumentArity.ZeroOrMore };
+        var evalSteps = new Option<int>("--eval-steps") { DefaultValueFactory = _ => 0, Description = "evaluate every N steps (and at the end)" };
+        var quiet = new Option<bool>("--quiet") { Description = "no progress output" };
+        var cudaGraph = CliHost.CudaGraphOption();
+        var saveBin = new Option<bool>("--save-bin") { Description = "also write OUT/adapter/adapter_model.bin (the reference's torch format)" };
+        var command = new RootCommand("mixlora-train: train a MixLoRA / LoRA adapter (without --artifacts: the embedded demo on a generated tiny model)")
+        {
+            artifacts, data, output, batch, micro, steps, epochs, lr, wd, sched, warmup, clip, noShuffle, group, seed, device, save, resume,
+            tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin, cudaGraph,
+        };
+        command.SetAction(p =>
+        {
+            var o = new TrainOptions
+            {
+                Artifacts = p.GetValue(artifacts)!, Data = (p.GetValue(data) ?? []).Select(DataSource.Parse).ToArray(), Out = p.GetValue(output)!,
+                BatchSize = p.GetValue(batch), MicroBatchSize = p.GetValue(micro), Steps = p.GetValue(steps), Epochs = p.GetValue(epochs),
+                Lr = p.GetValue(lr), WeightDecay = p.GetValue(wd), LrScheduler = p.GetValue(sched)!, WarmupSteps = p.GetValue(warmup),
+                MaxGradNorm = p.GetValue(clip), Shuffle = !p.GetValue(noShuffle), GroupByLength = p.GetValue(group), Seed = p.GetValue(seed),
+                Device = OrtRuntime.ParseDevice(p.GetValue(device)!), SaveSteps = p.GetValue(save), Resume = p.GetValue(resume),
+                Tokenizer = p.GetValue(tokenizer), CutoffLen = p.GetValue(cutoff), TrainOnInputs = p.GetValue(inputs), Template = p.GetValue(template)!,
+                EvalData = (p.GetValue(evalData) ?? []).Select(DataSource.Parse).ToArray(), EvalSteps = p.GetValue(evalSteps), Quiet = p.GetValue(quiet),
+                SaveBin = p.GetValue(saveBin), CudaGraph = p.GetValue(cudaGraph),
+            };
+            TrainLoop.Run(o);
+            return 0;
+        });
+        return CliHost.Invoke(command, args);
+    }
+}

@@ -1,0 +1,145 @@
+using System.Numerics.Tensors;
+
+namespace MixLoRA.Runtime.Kernels;
+
+/// <summary>
+/// Kernels of <see cref="GraphBuilder.Ops.CrossEntropyOps"/>: SoftmaxCrossEntropy (logits (N, V), targets (N)
+/// → nll, lse (N) float32) and SoftmaxCrossEntropyGrad (logits, targets, lse, dnll → dlogits). CPU in C#
+/// (float32 logits); CUDA one block per row (an online max/sum-exp pass forward, one pass backward).
+/// </summary>
+internal static unsafe class CrossEntropyKernels
+{
+    private const int Threads = 512;
+
+    public static IEnumerable<KernelSpec> Specs()
+    {
+        const int F = KernelIO.Float;
+        yield return new("SoftmaxCrossEntropy", null, [F, KernelIO.Int64], 2, [F, F], (ctx, _) => CpuForward(ctx));
+        yield return new("SoftmaxCrossEntropyGrad", null, [F, KernelIO.Int64, F, F], 4, [F], (ctx, _) => CpuBackward(ctx));
+        foreach (var t in new[] { KernelIO.BFloat16, KernelIO.Float16, F })
+        {
+            yield return new("SoftmaxCrossEntropy", KernelIO.Cuda, [t, KernelIO.Int64], 2, [F, F], (ctx, _) => CudaForward(ctx, t));
+            yield return new("SoftmaxCrossEntropyGrad", KernelIO.Cuda, [t, KernelIO.Int64, F, F], 4, [t], (ctx, _) => CudaBackward(ctx, t));
+        }
+    }
+
+    private static (long N, long V) Sizes(nint ctx)
+    {
+        var (x, t) = (KernelIO.Dims(ctx, 0), KernelIO.Dims(ctx, 1));
+        if (x.Length != 2 || t.Length != 1 || t[0] != x[0]) throw new InvalidOperationException($"logits (N, V) and targets (N) expected; got ({string.Join(", ", x)}) and ({string.Join(", ", t)})");
+        return (x[0], x[1]);
+    }
+
+    private static void CpuForward(nint ctx)
+    {
+        var (n, v) = Sizes(ctx);
+        var x = (float*)KernelIO.In(ctx, 0);
+        var t = (long*)KernelIO.In(ctx, 1);
+        float* nll = (float*)KernelIO.Out(ctx, 0, n), lse = (float*)KernelIO.Out(ctx, 1, n);
+        CpuParallel.Rows(ctx, n, v, (int)v, (r, e) =>
+        {
+            var row = new ReadOnlySpan<float>(x + (r * v), (int)v);
+            var max = TensorPrimitives.Max(row);
+            TensorPrimitives.Subtract(row, max, e);
+            TensorPrimitives.Exp(e, e);
+            lse[r] = max + MathF.Log(TensorPrimitives.Sum<float>(e));
+            nll[r] = t[r] >= 0 && t[r] < v ? lse[r] - row[(int)t[r]] : 0f;
+        });
+    }
+
+    /// <summary>dx = (softmax(x) − onehot(t)) · dnll per row; 0 for ignored rows (targets outside [0, V)).</summary>
+    private static void CpuBackward(nint ctx)
+    {
+        var (n, v) = Sizes(ctx);
+        float* x = (float*)KernelIO.In(ctx, 0), lse = (float*)KernelIO.In(ctx, 2), dnll = (float*)KernelIO.In(ctx, 3);
+        var t = (long*)KernelIO.In(ctx, 1);
+        var dx = (float*)KernelIO.Out(ctx, 0, n, v);
+        CpuParallel.Rows(ctx, n, v, 0, (r, _) =>
+        {
+            var d = new Span<float>(dx + (r * v), (int)v);
+            if (t[r] < 0 || t[r] >= v)
+            {
+                d.Clear();
+                return;
+            }
+            TensorPrimitives.Subtract(new ReadOnlySpan<float>(x + (r * v), (int)v), lse[r], d);
+            TensorPrimitives.Exp(d, d);
+            d[(int)t[r]] -= 1f;
+            TensorPrimitives.Multiply(d, dnll[r], d);
+        });
+    }
+
+    private static void CudaForward(nint ctx, int type)
+    {
+        var (n, v) = Sizes(ctx);
+        nint x = KernelIO.In(ctx, 0), t = KernelIO.In(ctx, 1), nll = KernelIO.Out(ctx, 0, n), lse = KernelIO.Out(ctx, 1, n);
+        if (n == 0) return;
+        void*[] args = [&x, &t, &nll, &lse, &v];
+        CudaRtc.Launch($"softmax_ce_fwd_{KernelIO.CudaSuffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
+    }
+
+    private static void CudaBackward(nint ctx, int type)
+    {
+        var (n, v) = Sizes(ctx);
+        nint x = KernelIO.In(ctx, 0), t = KernelIO.In(ctx, 1), lse = KernelIO.In(ctx, 2), dnll = KernelIO.In(ctx, 3);
+        nint dx = KernelIO.Out(ctx, 0, n, v);
+        if (n == 0) return;
+        void*[] args = [&x, &t, &lse, &dnll, &dx, &v];
+        CudaRtc.Launch($"softmax_ce_bwd_{KernelIO.CudaSuffix(type)}", (uint)n, Threads, OrtKernelApi.GpuStream(ctx), args);
+    }
+
+    /// <summary>CUDA C++ (after <see cref="SwiGluCuda.Source"/>, whose storage types and conversions it uses).</summary>
+    public const string CudaSource = """
+        #define NEG_INF __int_as_float(0xff800000)
+        __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
+          if (m2 == NEG_INF) return;
+          if (m == NEG_INF) { m = m2; s = s2; return; }
+          const float mx = fmaxf(m, m2);
+          s = s * expf(m - mx) + s2 * expf(m2 - mx);
+          m = mx;
+        }
+
+        template <typename T>
+        __device__ void ce_fwd(const T* X, const long long* Tg, float* Nll, float* Lse, long long V) {
+          __shared__ float sm[32], ss[32];
+          const long long r = blockIdx.x;
+          const T* x = X + r * V;
+          float m = NEG_INF, s = 0.f;
+          for (long long c = threadIdx.x; c < V; c += blockDim.x) {
+            const float e = to_f(x[c]);
+            if (e > m) { s = s * expf(m - e) + 1.f; m = e; } else { s += expf(e - m); }
+          }
+          for (int o = 16; o > 0; o >>= 1) lse_merge(m, s, __shfl_down_sync(0xffffffffu, m, o), __shfl_down_sync(0xffffffffu, s, o));
+          const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+          if (lane == 0) { sm[warp] = m; ss[warp] = s; }
+          __syncthreads();
+          if (threadIdx.x == 0) {
+            float mt = NEG_INF, st = 0.f;
+            for (int i = 0; i < (int)(blockDim.x >> 5); ++i) lse_merge(mt, st, sm[i], ss[i]);
+            const float l = mt + logf(st);
+            const long long t = Tg[r];
+            Lse[r] = l;
+            Nll[r] = (t >= 0 && t < V) ? l - to_f(x[t]) : 0.f;
+          }
+        }
+
+        template <typename T>
+        __device__ void ce_bwd(const T* X, const long long* Tg, const float* Lse, const float* dNll, T* dX, long long V) {
+          const long long r = blockIdx.x;
+          const long long t = Tg[r];
+          const bool ignored = t < 0 || t >= V;
+          const float l = Lse[r], d = dNll[r];
+          for (long long c = threadIdx.x; c < V; c += blockDim.x) {
+            const long long i = r * V + c;
+            dX[i] = from_f<T>(ignored ? 0.f : (expf(to_f(X[i]) - l) - (c == t ? 1.f : 0.f)) * d);
+          }
+        }
+
+        #define CE_KERNELS(T, S) \
+          extern "C" __global__ void softmax_ce_fwd_##S(const T* X, const long long* Tg, float* Nll, float* Lse, long long V) { ce_fwd<T>(X, Tg, Nll, Lse, V); } \
+          extern "C" __global__ void softmax_ce_bwd_##S(const T* X, const long long* Tg, const float* Lse, const float* dNll, T* dX, long long V) { ce_bwd<T>(X, Tg, Lse, dNll, dX, V); }
+        CE_KERNELS(bf16, bf16)
+        CE_KERNELS(f16, f16)
+        CE_KERNELS(float, f32)
+        """;
+}

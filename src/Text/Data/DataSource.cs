@@ -1,0 +1,19 @@
+namespace MixLoRA.Text.Data;
+
+/// <summary>One `--data` argument: a JSON/JSONL file and, when given as `TASK:PATH`, its forced task.</summary>
+public sealed record DataSource(string Path, TaskType? Task = null)
+{
+    /// <summary>
+    /// Parses `PATH` or `TASK:PATH`. The text before the first `:` counts as a task only when it is a
+    /// known task name, so paths that contain `:` still work.
+    /// </summary>
+    public static DataSource Parse(string arg)
+    {
+        int colon = arg.IndexOf(':', StringComparison.Ordinal);
+        if (colon > 0 && TaskType.Known.TryGetValue(arg[..colon], out var task))
+            return new DataSource(arg[(colon + 1)..], task);
+        return new DataSource(arg);
+    }
+
+    public override string ToString() => Task is null ? Path : $"{Task.Name}:{Path}";
+}
