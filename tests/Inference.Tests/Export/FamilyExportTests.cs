@@ -1,6 +1,6 @@
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.GraphBuilder.IO;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.Inference.Export;
 using MixLoRA.Inference.Generation;

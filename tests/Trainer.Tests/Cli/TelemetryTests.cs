@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using MixLoRA.Trainer.Cli;
+using MixLoRA.Cli;
 using MixLoRA.Trainer.Tests.Data;
 
 namespace MixLoRA.Trainer.Tests.Cli;

@@ -4,9 +4,9 @@ using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
-using MixLoRA.Trainer.Cli;
+using MixLoRA.Cli;
 using MixLoRA.Trainer.Model;
-using MixLoRA.Trainer.Runtime;
+using MixLoRA.Runtime;
 using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Tests.Fixtures;
 

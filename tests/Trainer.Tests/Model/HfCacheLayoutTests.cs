@@ -1,6 +1,6 @@
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.Models;
-using MixLoRA.Trainer.Cli;
+using MixLoRA.Cli;
 using MixLoRA.Trainer.Tests.Data;
 
 namespace MixLoRA.Trainer.Tests.Model;
