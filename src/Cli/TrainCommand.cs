@@ -33,6 +33,7 @@ public static class TrainCommand
         var device = new Option<string>("--device") { DefaultValueFactory = _ => "cpu", Description = "cpu | cuda" };
         var save = new Option<int>("--save-steps") { DefaultValueFactory = _ => 0, Description = "checkpoint every N steps (and always at the end)" };
         var resume = new Option<bool>("--resume") { Description = "continue from the newest checkpoint in --out" };
+        var overwrite = new Option<bool>("--overwrite") { Description = "start again in an --out that holds a run, deleting it first" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.json (default: the model folder's)" };
         var cutoff = new Option<int?>("--cutoff-len") { Description = "truncate examples to this many tokens" };
         var inputs = new Option<bool>("--train-on-inputs") { Description = "keep the loss on prompt tokens" };
@@ -45,7 +46,7 @@ public static class TrainCommand
         var command = new RootCommand("mixlora-train: train a MixLoRA / LoRA adapter (without --artifacts: the embedded demo on a generated tiny model)")
         {
             artifacts, data, output, batch, micro, steps, epochs, lr, wd, sched, warmup, clip, noShuffle, group, seed, device, save, resume,
-            tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin, cudaGraph,
+            tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin, cudaGraph, overwrite,
         };
         command.SetAction(p =>
         {
@@ -58,10 +59,10 @@ public static class TrainCommand
                 Device = OrtRuntime.ParseDevice(p.GetValue(device)!), SaveSteps = p.GetValue(save), Resume = p.GetValue(resume),
                 Tokenizer = p.GetValue(tokenizer), CutoffLen = p.GetValue(cutoff), TrainOnInputs = p.GetValue(inputs), Template = p.GetValue(template)!,
                 EvalData = (p.GetValue(evalData) ?? []).Select(DataSource.Parse).ToArray(), EvalSteps = p.GetValue(evalSteps), Quiet = p.GetValue(quiet),
-                SaveBin = p.GetValue(saveBin), CudaGraph = p.GetValue(cudaGraph),
+                SaveBin = p.GetValue(saveBin), CudaGraph = p.GetValue(cudaGraph), Overwrite = p.GetValue(overwrite), HandleSignals = true,
             };
-            TrainLoop.Run(o);
-            return 0;
+            var summary = TrainLoop.Run(o);
+            return summary.StoppedBySignal == 0 ? 0 : 128 + summary.StoppedBySignal;           // the shell's code for a signal
         });
         return CliHost.Invoke(command, args);
     }

@@ -18,6 +18,9 @@ namespace MixLoRA.Trainer.Training;
 public sealed record TrainSummary(long Steps, double FirstLoss, double LastLoss, string? AdapterDir, string? LastCheckpoint, double Seconds, long Tokens,
     string MetricsPath = "", long FinalStep = 0, long TotalSteps = 0, double[,]? RouterLoad = null)
 {
+    /// <summary>The signal (2 SIGINT, 15 SIGTERM) that stopped the run after a checkpoint, or 0.</summary>
+    public int StoppedBySignal { get; init; }
+
     public double TokensPerSecond => Tokens / Math.Max(Seconds, 1e-9);
 }
 
@@ -31,6 +34,8 @@ public static class TrainLoop
     {
         log ??= o.Quiet ? TextWriter.Null : Console.Out;
         o.Validate();
+        using var folder = RunFolder.Take(o.Out, "training", log);                              // before anything is written there
+        if (!o.Resume) Fresh(o);
         var manifest = Manifest.Load(o.Artifacts);
         CheckModel(manifest, o.Artifacts);
         var micro = o.MicroBatchSize ?? manifest.MicroBatchSize;
@@ -53,13 +58,31 @@ public static class TrainLoop
         var evalData = o.EvalData.Count > 0 ? LoadData(o, o.EvalData, manifest) : null;
         var eval = evalData is null ? null : new BatchStream(evalData, new BatchOptions(micro, micro, PadId(manifest), manifest.SeqLen), DataPosition.Start(0));
         log.WriteLine($"training {examples.Count} records, {total} steps of {o.BatchSize} (micro-batch {micro}, seq {manifest.SeqLen}) on {o.Device.ToString().ToLowerInvariant()}{(start > 0 ? $", resuming at step {start}" : "")}");
-        Directory.CreateDirectory(o.Out);
         using var metrics = new Metrics(o.Out, start, total, o.Quiet);
-        var ctx = new RunContext(o, runner, stream, schedule, adapterCfg, metrics, eval, total);
+        using var signals = o.HandleSignals ? new StopSignals(log) : null;
+        var ctx = new RunContext(o, runner, stream, schedule, adapterCfg, metrics, eval, total, signals);
         return Loop(ctx, start, log);
     }
 
-    private sealed record RunContext(TrainOptions O, StepRunner Runner, BatchStream Stream, LrSchedule Schedule, AdapterConfig Adapter, Metrics Metrics, BatchStream? Eval, long Total);
+    /// <summary>What a run folder holds: a new run starts only in an empty one, or with --overwrite, which clears it.</summary>
+    private static readonly string[] RunOutputs = ["metrics.jsonl", "checkpoints", "adapter"];
+
+    private static void Fresh(TrainOptions o)
+    {
+        var found = RunOutputs.Where(n => File.Exists(Path.Combine(o.Out, n)) || Directory.Exists(Path.Combine(o.Out, n))).ToArray();
+        if (found.Length == 0) return;
+        Fail.If(!o.Overwrite, $"{o.Out} already holds a run ({string.Join(", ", found)})",
+            "continue it with --resume, start it again with --overwrite (which deletes it), or choose another --out");
+        foreach (var n in found)
+        {
+            var path = Path.Combine(o.Out, n);
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+            else File.Delete(path);
+        }
+    }
+
+    private sealed record RunContext(TrainOptions O, StepRunner Runner, BatchStream Stream, LrSchedule Schedule, AdapterConfig Adapter, Metrics Metrics, BatchStream? Eval, long Total,
+        StopSignals? Signals = null);
 
     private static TrainSummary Loop(RunContext c, long start, TextWriter log)
     {
@@ -84,6 +107,7 @@ public static class TrainLoop
                 RunEval(c, step);
                 evaluated = step;
             }
+            if (c.Signals is { Requested: > 0 } && done < end) return Interrupted(c, start, done, first, last, tokens, clock, log);
         }
         if (c.Eval != null && evaluated != end - 1) RunEval(c, end - 1);
         c.Metrics.Finish();
@@ -99,6 +123,18 @@ public static class TrainLoop
             c.Metrics.Path, end, c.Total, load);
         TrainReport.Write(log, summary);
         return summary;
+    }
+
+    /// <summary>A signal stopped the run after step <paramref name="done"/>: checkpoint it and say how to continue.</summary>
+    private static TrainSummary Interrupted(RunContext c, long start, long done, double first, double last, long tokens, Stopwatch clock, TextWriter log)
+    {
+        c.Metrics.Finish();
+        var checkpoint = Save(c, done);
+        log.WriteLine($"stopped at step {done} of {c.Total}; checkpoint {checkpoint}. Continue with the same command and --resume.");
+        return new TrainSummary(done - start, first, last, null, checkpoint, clock.Elapsed.TotalSeconds, tokens, c.Metrics.Path, done, c.Total)
+        {
+            StoppedBySignal = c.Signals!.Requested,
+        };
     }
 
     /// <summary>

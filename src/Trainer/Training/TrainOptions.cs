@@ -26,6 +26,12 @@ public sealed record TrainOptions
     public int SaveSteps { get; init; }
     public int LogSteps { get; init; } = 1;
     public bool Resume { get; init; }
+
+    /// <summary>--overwrite: a new run into a folder that holds one deletes the old run first.</summary>
+    public bool Overwrite { get; init; }
+
+    /// <summary>SIGINT/SIGTERM stop after the current step with a checkpoint (the CLI; in-process callers keep the default handlers).</summary>
+    public bool HandleSignals { get; init; }
     public string? Tokenizer { get; init; }
     public int? CutoffLen { get; init; }
     public bool TrainOnInputs { get; init; }
@@ -55,6 +61,7 @@ public sealed record TrainOptions
         Fail.If(SaveSteps < 0, $"--save-steps {SaveSteps} must be zero or positive", "use 0 (only at the end) or a step count");
         Fail.If(EvalSteps < 0, $"--eval-steps {EvalSteps} must be zero or positive", "use 0 (only at the end) or a step count");
         Fail.If(EvalSteps > 0 && EvalData.Count == 0, $"--eval-steps {EvalSteps} without --eval-data", "pass --eval-data FILE too");
+        Fail.If(Resume && Overwrite, "--resume and --overwrite together", "--resume continues the run in --out, --overwrite deletes it: choose one");
         Fail.If(StopAfter is < 1, $"StopAfter {StopAfter} must be positive", "use 1 or more");
     }
 }
