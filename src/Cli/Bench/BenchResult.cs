@@ -1,18 +1,22 @@
+using System.Reflection;
 using System.Text.Encodings.Web;
 using System.Text.Json;
-using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
 
 namespace MixLoRA.Cli.Bench;
 
 /// <summary>
-/// One bench measurement; <see cref="ToJson"/> is the single line `mixlora-bench` prints (keys in snake_case,
-/// in the order of this record).
+/// One bench measurement; <see cref="ToJson"/> is the single line `mixlora-bench` prints: this record serialized,
+/// keys in snake_case, in the order of its properties (<see cref="Parameters"/> enters as its four counts,
+/// rounded values per <see cref="JsonRoundAttribute"/>).
 /// </summary>
 public sealed record BenchResult
 {
     public required string Config { get; init; }
     public required string Method { get; init; }
     public required string Device { get; init; }
+    [JsonPropertyName("dtype")]
     public required string DType { get; init; }
     public required int SeqLen { get; init; }
     public required int Batch { get; init; }
@@ -25,68 +29,86 @@ public sealed record BenchResult
 
     /// <summary>The com.mixlora fused kernels the graphs used (<see cref="GraphBuilder.Ops.FusedOps"/> names; empty: none).</summary>
     public IReadOnlyList<string> FusedKernels { get; init; } = [];
-    public required int WarmupSteps { get; init; }
-    public required int Steps { get; init; }
-    public required long TokensPerStep { get; init; }
-    public required double TokensPerS { get; init; }
-    public required double MsPerStepMedian { get; init; }
-    public required double MsPerStepMean { get; init; }
-    public required double MsPerStepMin { get; init; }
-    public required long PeakMemoryBytes { get; init; }
-    public required string PeakMemorySource { get; init; }
-    public required long DeviceStateBytes { get; init; }
-    public required ParameterCount Parameters { get; init; }
-    public required double FlopsPerToken { get; init; }
-    public required double AchievedTflops { get; init; }
-    public double? PeakTflops { get; init; }
-    public double? Mfu { get; init; }
-    public required double SetupS { get; init; }
-    public required double LastLoss { get; init; }
 
     /// <summary>Whether the grad step replayed as a CUDA graph (--cuda-graph).</summary>
     public bool CudaGraph { get; init; }
+    public required int WarmupSteps { get; init; }
+    public required int Steps { get; init; }
+    public required long TokensPerStep { get; init; }
+    [JsonRound(1)]
+    public required double TokensPerS { get; init; }
+    [JsonRound(3)]
+    public required double MsPerStepMedian { get; init; }
+    [JsonRound(3)]
+    public required double MsPerStepMean { get; init; }
+    [JsonRound(3)]
+    public required double MsPerStepMin { get; init; }
+    public required long PeakMemoryBytes { get; init; }
+    [JsonRound(3)]
+    public double PeakMemoryGib => PeakMemoryBytes / (double)(1L << 30);
+    public required string PeakMemorySource { get; init; }
+    public required long DeviceStateBytes { get; init; }
+    [JsonIgnore]
+    public required ParameterCount Parameters { get; init; }
+    public long TrainableParams => Parameters.Trainable;
+    public long TrainableParamsActive => Parameters.TrainableActive;
+    public long FrozenParams => Parameters.Frozen;
+    public long FrozenMatmulParams => Parameters.FrozenMatmul;
+    public required double FlopsPerToken { get; init; }
+#pragma warning disable CA1822 // a JSON field: serialized as a property of the record
+    public string FlopFormula => FlopModel.Formula;
+#pragma warning restore CA1822
+    [JsonRound(4)]
+    public required double AchievedTflops { get; init; }
+    public double? PeakTflops { get; init; }
+    [JsonRound(4)]
+    public double? Mfu { get; init; }
+    [JsonRound(2)]
+    public required double SetupS { get; init; }
 
-    public string ToJson()
+    /// <summary>The loss of the last measured step (null in the JSON when not finite).</summary>
+    [JsonRound(5)]
+    public required double LastLoss { get; init; }
+
+    /// <summary>The serializer options of <see cref="ToJson"/>: snake_case keys, rounding, one line.</summary>
+    public static JsonSerializerOptions JsonOptions { get; } = new()
     {
-        var o = new JsonObject
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = false,
+        Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        TypeInfoResolver = new DefaultJsonTypeInfoResolver { Modifiers = { JsonRoundAttribute.Apply } },
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+}
+
+/// <summary>
+/// A double (or double?) property written rounded to <see cref="Digits"/> decimals, and as null when not finite.
+/// </summary>
+[AttributeUsage(AttributeTargets.Property)]
+public sealed class JsonRoundAttribute(int digits) : Attribute
+{
+    public int Digits { get; } = digits;
+
+    /// <summary>
+    /// A contract modifier: each property carrying this attribute is replaced, in place, by a double? property of
+    /// the same name whose getter rounds (null when not finite). `required` is dropped: the JSON is only written
+    /// (System.Text.Json refuses a required property that is [JsonIgnore]d).
+    /// </summary>
+    public static void Apply(JsonTypeInfo info)
+    {
+        for (var i = 0; i < info.Properties.Count; i++)
         {
-            ["config"] = Config,
-            ["method"] = Method,
-            ["device"] = Device,
-            ["dtype"] = DType,
-            ["seq_len"] = SeqLen,
-            ["batch"] = Batch,
-            ["r"] = R,
-            ["lora_alpha"] = LoraAlpha,
-            ["experts"] = Experts,
-            ["top_k"] = TopK,
-            ["dropout"] = Dropout,
-            ["gradient_checkpointing"] = GradientCheckpointing,
-            ["fused_kernels"] = new JsonArray(FusedKernels.Select(k => (JsonNode?)k).ToArray()),
-            ["cuda_graph"] = CudaGraph,
-            ["warmup_steps"] = WarmupSteps,
-            ["steps"] = Steps,
-            ["tokens_per_step"] = TokensPerStep,
-            ["tokens_per_s"] = Math.Round(TokensPerS, 1),
-            ["ms_per_step_median"] = Math.Round(MsPerStepMedian, 3),
-            ["ms_per_step_mean"] = Math.Round(MsPerStepMean, 3),
-            ["ms_per_step_min"] = Math.Round(MsPerStepMin, 3),
-            ["peak_memory_bytes"] = PeakMemoryBytes,
-            ["peak_memory_gib"] = Math.Round(PeakMemoryBytes / (double)(1L << 30), 3),
-            ["peak_memory_source"] = PeakMemorySource,
-            ["device_state_bytes"] = DeviceStateBytes,
-            ["trainable_params"] = Parameters.Trainable,
-            ["trainable_params_active"] = Parameters.TrainableActive,
-            ["frozen_params"] = Parameters.Frozen,
-            ["frozen_matmul_params"] = Parameters.FrozenMatmul,
-            ["flops_per_token"] = FlopsPerToken,
-            ["flop_formula"] = FlopModel.Formula,
-            ["achieved_tflops"] = Math.Round(AchievedTflops, 4),
-            ["peak_tflops"] = PeakTflops,
-            ["mfu"] = Mfu is { } m ? Math.Round(m, 4) : null,
-            ["setup_s"] = Math.Round(SetupS, 2),
-            ["last_loss"] = double.IsFinite(LastLoss) ? Math.Round(LastLoss, 5) : null,
-        };
-        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = false, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+            var p = info.Properties[i];
+            p.IsRequired = false;                                                                   // written, never read back
+            if (p.AttributeProvider?.GetCustomAttributes(typeof(JsonRoundAttribute), false).FirstOrDefault() is not JsonRoundAttribute round || p.Get is not { } get) continue;
+            if (p.PropertyType != typeof(double) && p.PropertyType != typeof(double?))
+                throw new InvalidOperationException($"[JsonRound] on {info.Type.Name}.{(p.AttributeProvider as MemberInfo)?.Name}, a {p.PropertyType.Name}: only double properties are rounded");
+            var digits = round.Digits;
+            var rounded = info.CreateJsonPropertyInfo(typeof(double?), p.Name);
+            rounded.Get = o => get(o) is double d && double.IsFinite(d) ? Math.Round(d, digits) : null;
+            rounded.AttributeProvider = p.AttributeProvider;
+            info.Properties[i] = rounded;
+        }
     }
 }

@@ -180,6 +180,12 @@ public sealed class Builder
     public Value Apply1(OpDef op, IReadOnlyList<Value?> inputs, IEnumerable<KeyValuePair<string, object>>? attrs = null, string? name = null) =>
         Apply(op, inputs, attrs, name)[0];
 
+    /// <summary>
+    /// Gives the last emitted node a name other than its first output's (<see cref="Onnx.OnnxReader"/> keeps a file's
+    /// node names: after <see cref="Build"/> folds an output rename, a node writes an output not named after it).
+    /// </summary>
+    internal void NameLastNode(string name) => _nodes[^1] = _nodes[^1] with { Name = name };
+
     /// <summary>Snapshot as an immutable graph. Unused inputs are kept (they are part of the IO contract).</summary>
     public Graph Build()
     {

@@ -45,6 +45,7 @@ public static class OnnxReader
             var attrs = n.Attribute.Select(a => new KeyValuePair<string, object>(a.Name, Attr(a, dir)));
             var inputs = n.Input.Select(i => i.Length == 0 ? null : b.Get(i)).ToArray();
             var outs = b.Apply(op, inputs, attrs, n.Output[0], n.Output.Count);
+            if (n.Name.Length > 0 && n.Name != n.Output[0]) b.NameLastNode(n.Name);
             for (var k = 1; k < n.Output.Count; k++)
             {
                 if (outs[k].Name != n.Output[k]) throw Fail.User($"node '{n.Name}' output {k} is named '{n.Output[k]}'", "this reader expects the writer's naming (first output name + \":k\")");

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Text;
 using MixLoRA.GraphBuilder.IO;
@@ -78,6 +79,10 @@ public sealed class TorchPickleTests
             TensorData.FromLongs("c.long", [-1, 1L << 40], 2),
             TensorData.FromFloats("d.scalar", [3.5f]),
             TensorData.FromDoubles("e.double", [1e300, -2], 2),
+            // bit patterns a value-level comparison would blur: -0, NaN payloads, infinities, subnormals
+            new("f.bits", DType.Float32, [6], BitsOf([0x80000000u, 0x7FC00001u, 0xFFFFFFFFu, 0x7F800000u, 0xFF800000u, 0x00000001u])),
+            new("g.odd", DType.Float16, [3], new byte[] { 0x01, 0x80, 0xFF, 0x7C, 0x00, 0x7E }),
+            new("h.bool", DType.Bool, [3], new byte[] { 1, 0, 1 }),
         };
         var dir = Repo.TempDir("bin");
         foreach (var set in new[] { tensors, tensors.Take(1).ToList(), [] })
@@ -89,6 +94,104 @@ public sealed class TorchPickleTests
         Directory.Delete(dir, true);
     }
 
+    private static byte[] BitsOf(uint[] bits) => System.Runtime.InteropServices.MemoryMarshal.AsBytes(bits.AsSpan()).ToArray();
+
+    /// <summary>One zip record as the central directory and its local header describe it.</summary>
+    private sealed record ZipRecord(string Name, int Method, long DataOffset, long Size, uint Crc);
+
+    /// <summary>
+    /// Reads a zip's layout by the format (APPNOTE): the end-of-central-directory record gives the central
+    /// directory; each entry gives its local header's offset, where the 30-byte header, the name and the extra
+    /// field precede the data.
+    /// </summary>
+    private static List<ZipRecord> ZipLayout(byte[] z)
+    {
+        var eocd = z.AsSpan().LastIndexOf(new byte[] { 0x50, 0x4B, 0x05, 0x06 });
+        Assert.IsGreaterThanOrEqualTo(0, eocd, "end of central directory");
+        var count = BinaryPrimitives.ReadUInt16LittleEndian(z.AsSpan(eocd + 10));
+        var at = (int)BinaryPrimitives.ReadUInt32LittleEndian(z.AsSpan(eocd + 16));
+        var records = new List<ZipRecord>();
+        for (var i = 0; i < count; i++)
+        {
+            Assert.AreEqual(0x02014b50u, BinaryPrimitives.ReadUInt32LittleEndian(z.AsSpan(at)), $"central entry {i}");
+            var method = BinaryPrimitives.ReadUInt16LittleEndian(z.AsSpan(at + 10));
+            var crc = BinaryPrimitives.ReadUInt32LittleEndian(z.AsSpan(at + 16));
+            var packed = BinaryPrimitives.ReadUInt32LittleEndian(z.AsSpan(at + 20));
+            var size = BinaryPrimitives.ReadUInt32LittleEndian(z.AsSpan(at + 24));
+            Assert.AreEqual(size, packed, "stored: packed size = size");
+            var (n, e, c) = (BinaryPrimitives.ReadUInt16LittleEndian(z.AsSpan(at + 28)), BinaryPrimitives.ReadUInt16LittleEndian(z.AsSpan(at + 30)), BinaryPrimitives.ReadUInt16LittleEndian(z.AsSpan(at + 32)));
+            var local = (int)BinaryPrimitives.ReadUInt32LittleEndian(z.AsSpan(at + 42));
+            var name = Encoding.UTF8.GetString(z, at + 46, n);
+            Assert.AreEqual(0x04034b50u, BinaryPrimitives.ReadUInt32LittleEndian(z.AsSpan(local)), $"local header of {name}");
+            Assert.AreEqual(name, Encoding.UTF8.GetString(z, local + 30, BinaryPrimitives.ReadUInt16LittleEndian(z.AsSpan(local + 26))));
+            var data = local + 30 + BinaryPrimitives.ReadUInt16LittleEndian(z.AsSpan(local + 26)) + BinaryPrimitives.ReadUInt16LittleEndian(z.AsSpan(local + 28));
+            records.Add(new ZipRecord(name, method, data, size, crc));
+            at += 46 + n + e + c;
+        }
+        return records;
+    }
+
+    /// <summary>CRC-32 (IEEE, reflected 0xEDB88320), bit by bit: the zip format's checksum.</summary>
+    private static uint Crc(ReadOnlySpan<byte> data)
+    {
+        var c = 0xFFFFFFFFu;
+        foreach (var b in data)
+        {
+            c ^= b;
+            for (var k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+        }
+        return ~c;
+    }
+
+    /// <summary>
+    /// torch.save's layout (PyTorchStreamWriter): stored records whose data starts on a 64-byte boundary, the
+    /// tensors' storages as `{archive}/data/{i}` in the order of the tensors, each record the tensor's raw
+    /// little-endian bytes with a matching CRC. The reference file, written by torch, has the same layout, so the
+    /// reading of the format is checked on both.
+    /// </summary>
+    [TestMethod]
+    public void RecordsAreStoredAlignedAndHoldEachTensorsBytes()
+    {
+        void Check(byte[] file, string archive, IReadOnlyList<TensorData> tensors)
+        {
+            var records = ZipLayout(file);
+            Assert.AreEqual($"{archive}/data.pkl", records[0].Name, "data.pkl comes first");
+            foreach (var r in records)
+            {
+                Assert.AreEqual(0, r.Method, $"{r.Name} is stored, not deflated");
+                Assert.AreEqual(r.Crc, Crc(file.AsSpan((int)r.DataOffset, (int)r.Size)), $"{r.Name} CRC");
+            }
+            var data = records.Where(r => r.Name.StartsWith($"{archive}/data/", StringComparison.Ordinal)).ToList();
+            CollectionAssert.AreEqual(Enumerable.Range(0, tensors.Count).Select(i => $"{archive}/data/{i}").ToArray(), data.Select(r => r.Name).ToArray());
+            for (var i = 0; i < tensors.Count; i++)
+            {
+                Assert.AreEqual(0, data[i].DataOffset % 64, $"{tensors[i].Name} record at {data[i].DataOffset}");
+                CollectionAssert.AreEqual(tensors[i].Bytes.ToArray(), file.AsSpan((int)data[i].DataOffset, (int)data[i].Size).ToArray(), tensors[i].Name);
+            }
+        }
+
+        using (var st = new SafetensorsFile(RefSafetensors))
+        {
+            var reference = TorchPickle.Read(RefBin).Select(t => st.ReadTensor(t.Name)).ToList();
+            Check(File.ReadAllBytes(RefBin), "adapter_model", reference);
+        }
+
+        // odd sizes (6, 3 and 7 bytes), so an unpadded record would start off the boundary
+        var tensors = new List<TensorData>
+        {
+            new("a", DType.Float16, [3], TensorConvert.FromFloat32([1, 2, 3], DType.Float16)),
+            new("b", DType.Bool, [3], new byte[] { 1, 0, 1 }),
+            TensorData.FromFloats("c", [0.5f, -0.25f, 8], 3),
+            new("d", DType.UInt8, [7], new byte[] { 1, 2, 3, 4, 5, 6, 7 }),
+            TensorData.FromLongs("e", [long.MinValue], 1),
+        };
+        var dir = Repo.TempDir("bin-layout");
+        var path = Path.Combine(dir, "layout.bin");
+        TorchPickle.Write(path, tensors);
+        Check(File.ReadAllBytes(path), "layout", tensors);
+        Directory.Delete(dir, true);
+    }
+
     [TestMethod]
     public void NonContiguousAndForeignFilesAreUserErrors()
     {
@@ -97,8 +200,9 @@ public sealed class TorchPickleTests
         TorchPickle.Write(path, [TensorData.FromFloats("w", [1, 2, 3, 4, 5, 6], 2, 3)]);
         var pkl = TorchPickle.PickleBytes(path);
         // contiguous strides of [2, 3] are pickled as BININT1 3, BININT1 1, TUPLE2; make them (1, 2): a transpose
-        var at = pkl.AsSpan().IndexOf(new byte[] { (byte)'K', 3, (byte)'K', 1, 0x86 });
-        Assert.IsTrue(at > 0);
+        var stride = new byte[] { (byte)'K', 3, (byte)'K', 1, 0x86 };
+        var at = pkl.AsSpan().IndexOf(stride);
+        Assert.IsTrue(at > 0 && at == pkl.AsSpan().LastIndexOf(stride), "one stride tuple (3, 1) in the pickle");
         pkl[at + 1] = 1;
         pkl[at + 3] = 2;
         var patched = Path.Combine(dir, "patched.bin");

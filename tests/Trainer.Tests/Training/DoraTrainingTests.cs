@@ -62,9 +62,77 @@ public sealed class DoraTrainingTests
         }
         var output = Train(artifacts, 5);
         var got = AdapterWeights.Load(Path.Combine(output, "adapter"));
-        Assert.AreEqual(2 * All.Length, got.Keys.Count(k => k.EndsWith(".lora_magnitude_vector", StringComparison.Ordinal)), "one magnitude per layer and target");
-        var key = "base_model.model.model.layers.0.self_attn.v_proj.lora_magnitude_vector";
-        Assert.IsTrue(got[key].Data.Zip(init[key].Data).Any(p => p.First != p.Second), "the magnitude is trained");
+        var magnitudes = got.Keys.Where(k => k.EndsWith(".lora_magnitude_vector", StringComparison.Ordinal)).ToList();
+        Assert.HasCount(2 * All.Length, magnitudes, "one magnitude per layer and target");
+        foreach (var key in magnitudes)
+        {
+            Assert.IsTrue(got[key].Data.Zip(init[key].Data).Any(p => p.First != p.Second), $"{key} is trained");
+            Assert.IsTrue(got[key.Replace("lora_magnitude_vector", "lora_B.weight", StringComparison.Ordinal)].Data.Any(v => v != 0), $"{key}: B moved off 0");
+        }
+        AssertForwardIsPeftDora(TrainFixture.AdapterConfigFile(Config("LORA", All)), got);
+    }
+
+    /// <summary>
+    /// The trained adapter's logits (the training graphs' eval step, float32 on ORT) against an independent DoRA
+    /// forward in float64: PEFT's DoRA layer computes (m / ‖W + s·B·A‖_row) ⊙ (W·x + s·B·A·x) (dropout off), the
+    /// same as a plain linear layer with W' = diag(m / ‖W + s·B·A‖_row)·(W + s·B·A), s = lora_alpha / r; W' is
+    /// formed here per target and handed to <see cref="Model.NaiveLlama"/>.
+    /// </summary>
+    private static void AssertForwardIsPeftDora(string adapterConfigFile, AdapterWeights trained)
+    {
+        const int T = 16;
+        var cfg = GraphBuilder.Models.ModelConfig.Load(TrainFixture.Model);
+        var adapter = AdapterConfig.Load(Path.GetDirectoryName(adapterConfigFile)!);
+        var eval = GraphBuilder.Graphs.TrainGraphs.EvalStep(new GraphBuilder.Graphs.TrainSpec(cfg, adapter, new GraphBuilder.Graphs.Shapes(1, T), GraphBuilder.IR.DType.Float32, GraphBuilder.IR.DType.Float32));
+        var rng = new Random(5);
+        var ids = Enumerable.Range(0, T).Select(_ => rng.Next(3, cfg.VocabSize)).ToArray();
+        Dictionary<string, Runtime.HostTensor> feeds;
+        using (var model = new SafetensorsModel(TrainFixture.Model)) feeds = MixLoRA.Trainer.Model.WeightLoader.LoadHost(model, eval.Weights);
+        foreach (var t in eval.Trainable) feeds[t.Key] = Runtime.HostTensor.Of(trained[t.Key].Data, t.Shape);
+        feeds["input_ids"] = Runtime.HostTensor.Of(ids.Select(i => (long)i).ToArray(), 1, T);
+        feeds["attention_mask"] = Runtime.HostTensor.Of(Enumerable.Repeat(1L, T).ToArray(), 1, T);
+        feeds["labels"] = Runtime.HostTensor.Of(ids.Select(i => (long)i).ToArray(), 1, T);
+        float[] got;
+        using (var runner = new Runtime.GraphRunner(Runtime.OrtRuntime.Cpu, eval.Graph)) got = runner.Run(feeds)["logits"].Floats();
+
+        const double S = 8.0 / 4;                                                   // lora_alpha / r
+        var w = new Dictionary<string, (long[] Shape, float[] Data)>();
+        using (var model = new SafetensorsModel(TrainFixture.Model))
+            foreach (var name in model.Names) w[name] = (model.ReadTensor(name).Dims.ToArray(), model.ReadFloat32(name));
+        for (var l = 0; l < cfg.NumLayers; l++)
+            foreach (var module in All)
+            {
+                var block = module is "gate_proj" or "up_proj" or "down_proj" ? "mlp" : "self_attn";
+                var weight = $"model.layers.{l}.{block}.{module}.weight";
+                var p = $"base_model.model.model.layers.{l}.{block}.{module}";
+                var (a, bw, m) = (trained[$"{p}.lora_A.weight"], trained[$"{p}.lora_B.weight"], trained[$"{p}.lora_magnitude_vector"]);
+                var (rows, cols, r) = (bw.Shape[0], a.Shape[1], a.Shape[0]);
+                var merged = new float[rows * cols];
+                for (var o = 0; o < rows; o++)
+                {
+                    var row = new double[cols];
+                    for (var i = 0; i < cols; i++)
+                    {
+                        var delta = 0.0;
+                        for (var k = 0; k < r; k++) delta += (double)bw.Data[(o * r) + k] * a.Data[(k * cols) + i];
+                        row[i] = w[weight].Data[(o * cols) + i] + (S * delta);
+                    }
+                    var norm = Math.Sqrt(row.Sum(v => v * v));
+                    for (var i = 0; i < cols; i++) merged[(o * cols) + i] = (float)(m.Data[o] / norm * row[i]);
+                }
+                w[weight] = (w[weight].Shape, merged);
+            }
+        var tiny = new Model.TinyModel
+        {
+            Hidden = cfg.HiddenSize, Intermediate = cfg.IntermediateSize, Layers = cfg.NumLayers, Heads = cfg.NumHeads, KvHeads = cfg.NumKvHeads,
+            HeadDim = cfg.HeadDim, Vocab = cfg.VocabSize, Eps = 1e-5, Theta = 10000, Tied = false,
+        };
+        var want = Model.NaiveLlama.Forward(tiny, w, ids, [.. ids.Select(_ => 1)]);
+        var scale = want.Max(row => row.Max(Math.Abs));
+        var err = 0.0;
+        for (var t = 0; t < T; t++)
+            for (var k = 0; k < cfg.VocabSize; k++) err = Math.Max(err, Math.Abs(want[t][k] - got[(t * cfg.VocabSize) + k]));
+        Assert.IsLessThanOrEqualTo(1e-5, err / scale, $"DoRA forward vs the PEFT formula: max |Δ| {err:G3} of max |logit| {scale:G3}");
     }
 
     /// <summary>The reference saves no magnitudes: loading its A/B recomputes them as ‖W + s·B·A‖ (s = 8/4).</summary>
