@@ -30,9 +30,11 @@ public sealed class JsonFields
     public static JsonFields Load(string file)
     {
         if (!System.IO.File.Exists(file)) throw Fail.User($"file not found: {file}", "check the path");
+        var bytes = System.IO.File.ReadAllBytes(file);
+        Utf8Text.Check(file, bytes);
         try
         {
-            using var doc = JsonDocument.Parse(System.IO.File.ReadAllBytes(file),
+            using var doc = JsonDocument.Parse(bytes,
                 new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
             return new JsonFields(file, doc.RootElement.Clone());
         }

@@ -12,6 +12,12 @@ public sealed record DataSource(string Path, TaskType? Task = null)
         int colon = arg.IndexOf(':', StringComparison.Ordinal);
         if (colon > 0 && TaskType.Known.TryGetValue(arg[..colon], out var task))
             return new DataSource(arg[(colon + 1)..], task);
+        var prefix = colon > 0 ? arg[..colon] : "";
+        if (prefix.Length > 0 && !File.Exists(arg) && prefix.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+        {
+            throw GraphBuilder.Fail.User($"unknown task '{prefix}' in --data {arg}",
+                $"use one of {string.Join(", ", TaskType.Known.Keys.Order(StringComparer.Ordinal))} before the ':', or a bare FILE to detect it");
+        }
         return new DataSource(arg);
     }
 

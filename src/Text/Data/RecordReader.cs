@@ -15,9 +15,11 @@ public static class RecordReader
 {
     public static IReadOnlyList<SourceRecord> Read(string path)
     {
+        if (Directory.Exists(path)) throw Fail.User($"data path '{path}' is a folder, not a file", "name a .json or .jsonl file with --data");
         if (!File.Exists(path))
             throw Fail.User($"data file '{path}' does not exist", "check the --data path");
         byte[] bytes = File.ReadAllBytes(path);
+        GraphBuilder.IO.Utf8Text.Check(path, bytes);
         int start = bytes.AsSpan().StartsWith("\uFEFF"u8) ? 3 : 0;
         int first = start;
         while (first < bytes.Length && bytes[first] is (byte)' ' or (byte)'\t' or (byte)'\r' or (byte)'\n') first++;

@@ -13,14 +13,16 @@ public sealed class RunFolder : IDisposable
 {
     public const string LockName = ".lock", OwnerName = ".lock.owner";
     private readonly FileStream _lock;
+    private readonly bool _created;
 
-    private RunFolder(string dir, FileStream held) => (Dir, _lock) = (dir, held);
+    private RunFolder(string dir, FileStream held, bool created) => (Dir, _lock, _created) = (dir, held, created);
 
     public string Dir { get; }
 
     /// <summary>Takes <paramref name="dir"/> (created if missing) for this process, or fails naming the owner.</summary>
     public static RunFolder Take(string dir, string what, TextWriter? log = null)
     {
+        var created = !Directory.Exists(dir);
         Directory.CreateDirectory(dir);
         var lockFile = Path.Combine(dir, LockName);
         var ownerFile = Path.Combine(dir, OwnerName);
@@ -36,7 +38,7 @@ public sealed class RunFolder : IDisposable
         }
         if (Owner(ownerFile) is { } stale) log?.WriteLine($"note: took over {dir} from {stale}, which is no longer running");
         File.WriteAllText(ownerFile, $"pid {Environment.ProcessId} on {Environment.MachineName}");
-        return new RunFolder(dir, held);
+        return new RunFolder(dir, held, created);
     }
 
     private static string? Owner(string file)
@@ -70,6 +72,8 @@ public sealed class RunFolder : IDisposable
         {
             // another process took the folder between our unlock and the delete: the file is its lock now
         }
+        // a run that failed before writing anything leaves no empty folder behind
+        if (_created && Directory.Exists(Dir) && !Directory.EnumerateFileSystemEntries(Dir).Any()) Directory.Delete(Dir);
     }
 }
 

@@ -204,7 +204,21 @@ public static class TrainLoop
         var tokenizer = new LazyTokenizer(() => o.Tokenizer is { } t
             ? (File.Exists(t) ? HfTokenizer.Load(t) : HfTokenizer.FromDirectory(t))
             : HfTokenizer.FromDirectory(manifest.ModelPath));
-        return DatasetLoader.Load(spec, tokenizer);
+        var examples = DatasetLoader.Load(spec, tokenizer);
+        CheckIds(examples, ModelConfig.Load(manifest.ModelPath).VocabSize);
+        return examples;
+    }
+
+    /// <summary>Token ids outside the vocabulary would index past the embedding inside ORT: refuse them first, naming the record.</summary>
+    private static void CheckIds(IReadOnlyList<Example> examples, int vocab)
+    {
+        foreach (var e in examples)
+        {
+            var bad = Array.FindIndex(e.InputIds, id => id < 0 || id >= vocab);
+            if (bad >= 0)
+                throw Fail.User($"{e.Source}: input_ids[{bad}] = {e.InputIds[bad]} is outside the model's vocabulary of {vocab} tokens",
+                    "tokenize with this model's tokenizer (mixlora-data tokenize), or fix the record");
+        }
     }
 
     private static int PadId(Manifest m) => ModelConfig.Load(m.ModelPath).PadTokenId ?? 0;
