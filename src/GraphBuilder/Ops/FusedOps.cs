@@ -1,8 +1,12 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
 namespace MixLoRA.GraphBuilder.Ops;
 
 /// <summary>
-/// The com.mixlora fused ops a training graph may use: the caller sets those the trainer's runtime has kernels
-/// for on the target device and compute dtype (export graphs never contain them).
+/// The com.mixlora fused ops a training graph may use: the one value of the fused-kernel choice, from the CLI's
+/// --no-fused-kernels (<see cref="None"/>) or its default (<see cref="All"/>: those the device has, see the
+/// runtime's FusedKernels.For) through the build options, the graph spec and the manifest to the graph (export graphs never contain them).
 /// </summary>
 [Flags]
 public enum FusedOps
@@ -22,4 +26,39 @@ public enum FusedOps
     AdamW = 8,
 
     All = SwiGluSlots | CrossEntropy | SlotLora | AdamW,
+}
+
+/// <summary>
+/// <see cref="FusedOps"/> as names (manifest, bench result): the one place a set becomes names and names become a set again.
+/// </summary>
+public static class FusedOpNames
+{
+    /// <summary>The single ops in <paramref name="ops"/>, by name, in flag order (empty for none).</summary>
+    public static string[] Of(FusedOps ops) =>
+        Enum.GetValues<FusedOps>().Where(f => f != FusedOps.None && f != FusedOps.All && ops.HasFlag(f)).Select(f => f.ToString()).ToArray();
+
+    /// <summary>The set named by <paramref name="names"/>; null when one is not a single op's name.</summary>
+    public static FusedOps? Parse(IEnumerable<string> names)
+    {
+        var ops = FusedOps.None;
+        foreach (var n in names)
+        {
+            if (!Enum.TryParse<FusedOps>(n, ignoreCase: false, out var f) || f == FusedOps.None || f == FusedOps.All || !Enum.IsDefined(f)) return null;
+            ops |= f;
+        }
+        return ops;
+    }
+}
+
+/// <summary>JSON for <see cref="FusedOps"/>: an array of the single ops' names (<see cref="FusedOpNames"/>).</summary>
+public sealed class FusedOpsJsonConverter : JsonConverter<FusedOps>
+{
+    public override FusedOps Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        var names = JsonSerializer.Deserialize<string[]>(ref reader, options) ?? [];
+        return FusedOpNames.Parse(names) ?? throw new JsonException($"unknown fused op in [{string.Join(", ", names)}]; expected names from {string.Join(", ", FusedOpNames.Of(FusedOps.All))}");
+    }
+
+    public override void Write(Utf8JsonWriter writer, FusedOps value, JsonSerializerOptions options) =>
+        JsonSerializer.Serialize(writer, FusedOpNames.Of(value), options);
 }
