@@ -6,6 +6,10 @@ namespace MixLoRA.Runtime.Kernels;
 /// <summary>Which com.mixlora fused kernels training graphs for a device and compute dtype use.</summary>
 public static class FusedKernels
 {
+    /// <summary>Compute dtypes the trainer has kernels for, per device (float32 routing weights always).</summary>
+    public static readonly DType[] CpuTypes = [DType.Float32];
+    public static readonly DType[] CudaTypes = [DType.BFloat16, DType.Float16, DType.Float32];
+
     /// <summary>
     /// Those of <paramref name="requested"/> (<see cref="FusedOps.All"/> by default, <see cref="FusedOps.None"/> with --no-fused-kernels)
     /// the runtime has kernels for on <paramref name="device"/> in <paramref name="compute"/>:
@@ -19,8 +23,8 @@ public static class FusedKernels
     private static FusedOps Available(FusedOps requested, Device device, DType compute, TextWriter? log)
     {
         if (requested == FusedOps.None) return FusedOps.None;
-        if (device == Device.Cpu) return SwiGluSlotsOps.CpuTypes.Contains(compute) ? FusedOps.All : FusedOps.None;
-        if (!SwiGluSlotsOps.CudaTypes.Contains(compute)) return FusedOps.None;
+        if (device == Device.Cpu) return CpuTypes.Contains(compute) ? FusedOps.All : FusedOps.None;
+        if (!CudaTypes.Contains(compute)) return FusedOps.None;
         if (CudaRtc.Unavailable() is not { } why) return FusedOps.SwiGluSlots | FusedOps.CrossEntropy;
         log?.WriteLine($"note: fused kernels off ({why})");
         return FusedOps.None;

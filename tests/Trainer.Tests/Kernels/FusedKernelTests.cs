@@ -7,8 +7,9 @@ using MixLoRA.Runtime;
 using MixLoRA.Runtime.Kernels;
 using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Tests.Model;
+using MixLoRA.Trainer.Tests.Training;
 
-namespace MixLoRA.Trainer.Tests.Training;
+namespace MixLoRA.Trainer.Tests.Kernels;
 
 /// <summary>
 /// The fused kernels (TrainSpec.Fused: com.mixlora.SwiGluSlots, SlotLora and SoftmaxCrossEntropy, CPU kernels) against
@@ -80,7 +81,7 @@ public sealed class FusedKernelTests
         for (var i = 0; i < h.Length; i++)
         {
             if (h0[i] != 0) Assert.AreEqual(h[i] / 0.75f, h0[i], 1e-5f, "kept values are scaled by 1/(1 − p)");
-            if (h[i] != 0) Assert.AreEqual(SwiGluSlotsOps.Keep(9, 0, i, 0.25), h0[i] != 0, $"element {i} follows Keep (the CUDA kernels' mask)");
+            if (h[i] != 0) Assert.AreEqual(DropoutHash.Keep(9, 0, i, 0.25), h0[i] != 0, $"element {i} follows Keep (the CUDA kernels' mask)");
         }
         var same = h0.Zip(h1, (a, c) => (a == 0) == (c == 0)).Count(x => x) / (double)h0.Length;
         Assert.IsLessThan(0.8, same, "another salt (layer) draws another mask");
@@ -94,15 +95,15 @@ public sealed class FusedKernelTests
         double[] ratios = [0.05, 0.1, 0.2, 0.25, 1.0 / 3, 0.5, 0.9, 1e-7, 0.999999, .. Enumerable.Range(0, 50).Select(_ => rnd.NextDouble())];
         foreach (var ratio in ratios)
         {
-            var t = SwiGluSlotsOps.Threshold(ratio);
+            var t = DropoutHash.Threshold(ratio);
             foreach (var q in new ulong[] { t - 2, t - 1, t, t + 1, t + 2, 0, (1 << 24) - 1 })
             {
                 if (q >= 1 << 24) continue;
                 Assert.AreEqual((float)q * (1f / 16777216f) >= (float)ratio, q >= t, $"ratio {ratio}, bits {q}");
             }
         }
-        var start = SwiGluSlotsOps.Start(11, 3);
-        for (long i = 0; i < 20000; i++) Assert.AreEqual(SwiGluSlotsOps.Keep(11, 3, i, 0.3), SwiGluSlotsOps.Bits(start, i) >= SwiGluSlotsOps.Threshold(0.3));
+        var start = DropoutHash.Start(11, 3);
+        for (long i = 0; i < 20000; i++) Assert.AreEqual(DropoutHash.Keep(11, 3, i, 0.3), DropoutHash.Bits(start, i) >= DropoutHash.Threshold(0.3));
     }
 
     [TestMethod]
