@@ -1,5 +1,6 @@
 using System.CommandLine;
 using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.Runtime;
 using MixLoRA.Trainer.Training;
 
@@ -24,7 +25,7 @@ public static class BuildGraphCommand
         command.SetAction(p =>
         {
             var o = new BuildOptions(p.GetValue(model)!, p.GetValue(adapter)!, p.GetValue(output)!, p.GetValue(seqLen), p.GetValue(micro),
-                DTypes.Parse(p.GetValue(dtype)!), OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(seed), p.GetValue(checkpointing), !p.GetValue(noFused));
+                DTypes.Parse(p.GetValue(dtype)!), OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(seed), p.GetValue(checkpointing), p.GetValue(noFused) ? FusedOps.None : FusedOps.All);
             Console.WriteLine($"building graphs for {o.ModelDir} into {o.OutDir}");
             var m = ArtifactsBuilder.Build(o, Console.Out);
             Console.WriteLine($"wrote {o.OutDir}/manifest.json: {m.Trainable.Count} trainable tensors ({m.Trainable.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b)):N0} parameters), {m.Weights.Count} frozen weights");

@@ -26,7 +26,7 @@ public static class CliHost
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
-        catch (InvalidOperationException e) when (e.InnerException is Microsoft.ML.OnnxRuntime.OnnxRuntimeException && Environment.GetEnvironmentVariable("MIXLORA_DEBUG") != "1")
+        catch (InvalidOperationException e) when (e.InnerException is Microsoft.ML.OnnxRuntime.OnnxRuntimeException && !Runtime.RuntimeSettings.Process.Debug)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             Console.Error.WriteLine("(set MIXLORA_DEBUG=1 for the stack trace)");

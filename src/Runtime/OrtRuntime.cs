@@ -33,17 +33,22 @@ public sealed class OrtRuntime
     private static extern int SetEnv(string name, string value, int overwrite);
     private static CudaSetup? _cuda;
 
-    private OrtRuntime(Device device) => Device = device;
+    private OrtRuntime(Device device, RuntimeSettings settings) => (Device, Settings) = (device, settings);
 
     public Device Device { get; }
+
+    /// <summary>The diagnosis settings its sessions are created with (MIXLORA_* variables, read once at start-up).</summary>
+    public RuntimeSettings Settings { get; }
 
     /// <summary>When set, every session this runtime creates writes an ORT profile (PREFIX_*.json) when disposed.</summary>
     public string? ProfilePrefix { get; private init; }
 
     /// <summary>This runtime with ORT profiling of every session it creates (for mixlora-bench --profile).</summary>
-    public OrtRuntime WithProfiling(string prefix) => new(Device) { ProfilePrefix = prefix, CudaGraphs = CudaGraphs };
+    public OrtRuntime WithProfiling(string prefix) => new(Device, Settings) { ProfilePrefix = prefix, CudaGraphs = CudaGraphs };
 
-    public static OrtRuntime Cpu { get; } = new(Device.Cpu);
+    /// <summary>The CPU runtime with this process's settings (<see cref="RuntimeSettings.Process"/>).</summary>
+    public static OrtRuntime Cpu => _cpu ??= new(Device.Cpu, RuntimeSettings.Process);
+    private static OrtRuntime? _cpu;
 
     public static Device ParseDevice(string s) => s.ToLowerInvariant() switch
     {
@@ -52,22 +57,26 @@ public sealed class OrtRuntime
         _ => throw Fail.User($"unknown device '{s}'", "use --device cpu or --device cuda"),
     };
 
-    public static OrtRuntime For(Device device)
+    /// <summary>The runtime for <paramref name="device"/> with this process's settings (<see cref="RuntimeSettings.Process"/>).</summary>
+    public static OrtRuntime For(Device device) => For(device, RuntimeSettings.Process);
+
+    /// <summary>The runtime for <paramref name="device"/> with <paramref name="settings"/>.</summary>
+    public static OrtRuntime For(Device device, RuntimeSettings settings)
     {
-        if (device == Device.Cpu) return Cpu;
-        var rt = new OrtRuntime(Device.Cuda);
+        if (device == Device.Cpu) return settings == RuntimeSettings.Process ? Cpu : new OrtRuntime(Device.Cpu, settings);
+        var rt = new OrtRuntime(Device.Cuda, settings);
         rt.DeviceAllocator();                                                               // load the provider now: a missing GPU fails here
         return rt;
     }
 
     /// <summary>Memory info of the device this runtime computes on (the CUDA allocator's own, for CUDA).</summary>
-    public OrtMemoryInfo DeviceMemory => Device == Device.Cpu ? OrtMemoryInfo.DefaultInstance : Cuda().Allocator.Info;
+    public OrtMemoryInfo DeviceMemory => Device == Device.Cpu ? OrtMemoryInfo.DefaultInstance : Cuda(Settings).Allocator.Info;
 
     /// <summary>
     /// The allocator for device-resident tensors (weights, trainer state): the CPU default, or on CUDA the arena
     /// of one small process-wide session that exists only to own it (each compute session keeps its own arena).
     /// </summary>
-    public OrtAllocator DeviceAllocator() => Device == Device.Cpu ? OrtAllocator.DefaultInstance : Cuda().Allocator;
+    public OrtAllocator DeviceAllocator() => Device == Device.Cpu ? OrtAllocator.DefaultInstance : Cuda(Settings).Allocator;
 
     /// <summary>The CUDA provider library this process loads (beside libonnxruntime.so, as the NuGet package lays it out).</summary>
     public static string CudaProviderPath => Path.Combine(Path.GetDirectoryName(OrtLibrary.Path) ?? ".", "libonnxruntime_providers_cuda.so");
@@ -79,7 +88,7 @@ public sealed class OrtRuntime
     /// outside a session run (<c>OrtEnv.CopyTensors</c>) use the data transfer that registration provides; without it
     /// ORT 1.32 answers "Data transfer implementation between source and destination device was not found".
     /// </summary>
-    private static CudaSetup Cuda()
+    private static CudaSetup Cuda(RuntimeSettings settings)
     {
         lock (Gate)
         {
@@ -94,7 +103,7 @@ public sealed class OrtRuntime
                 {
                     throw Fail.User("the CUDA provider loaded but found no GPU", "run on a machine with an NVIDIA GPU, or use --device cpu");
                 }
-                using var o = new OrtRuntime(Device.Cuda).Options();
+                using var o = new OrtRuntime(Device.Cuda, settings).Options();
                 var session = new InferenceSession(AllocatorGraph.Value, o);
                 using var info = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
                 return _cuda = new CudaSetup(session, new OrtAllocator(session, info));
@@ -123,7 +132,7 @@ public sealed class OrtRuntime
     public bool CudaGraphs { get; private init; }
 
     /// <summary>This runtime with the grad step replayed as a CUDA graph.</summary>
-    public OrtRuntime WithCudaGraphs() => new(Device) { ProfilePrefix = ProfilePrefix, CudaGraphs = true };
+    public OrtRuntime WithCudaGraphs() => new(Device, Settings) { ProfilePrefix = ProfilePrefix, CudaGraphs = true };
 
     /// <summary>
     /// A replayed graph reuses the kernel arguments of the captured run, and ORT's Dropout draws its seed on
@@ -136,43 +145,26 @@ public sealed class OrtRuntime
             "ONNX Runtime's Dropout would replay one mask every step: use lora_dropout 0 with --cuda-graph, or drop --cuda-graph");
     }
 
-    /// <summary>
-    /// MIXLORA_STRICT_PLACEMENT=1: session creation fails when any node is assigned to the CPU. Off by
-    /// default: ORT 1.29 placed small int64 shape computations on the CPU and rejected every graph so; 1.32
-    /// accepts the bench's grad step and optimizer graphs (docs/ort-cuda.md), other graphs are unchecked.
-    /// </summary>
-    public static bool StrictPlacement { get; } = Environment.GetEnvironmentVariable("MIXLORA_STRICT_PLACEMENT") == "1";
-
-    /// <summary>MIXLORA_CUDA_OPTIONS="k=v;k=v" replaces the provider options (for diagnosis).</summary>
-    private static Dictionary<string, string> ProviderOptions()
+    /// <summary>The CUDA provider options: <see cref="RuntimeSettings.CudaOptions"/> when set (for diagnosis), else the trainer's.</summary>
+    private Dictionary<string, string> ProviderOptions()
     {
-        var env = Environment.GetEnvironmentVariable("MIXLORA_CUDA_OPTIONS");
-        if (env != null) return env.Split(';', StringSplitOptions.RemoveEmptyEntries).Select(kv => kv.Split('=', 2)).ToDictionary(p => p[0], p => p[1]);
+        if (Settings.CudaOptions is { } set) return new(set);
         // grow the arena by what is requested, not by powers of two; no TF32 (float32 graphs must compute
         // in float32: parity runs on the GPU drifted by 4e-4 with TF32 matmuls)
         return new() { ["arena_extend_strategy"] = "kSameAsRequested", ["use_tf32"] = "0" };
     }
 
     /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>
-    /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only; default <see cref="StrictPlacement"/>).</param>
+    /// <param name="strict">fail session creation when a node would fall back to the CPU (CUDA only; default <see cref="RuntimeSettings.StrictPlacement"/>).</param>
     /// <param name="cudaGraph">ORT captures the session's run as a CUDA graph and replays it (`enable_cuda_graph`).</param>
     public SessionOptions Options(bool profile = false, bool? strict = null, bool cudaGraph = false)
     {
         var o = new SessionOptions
         {
-            GraphOptimizationLevel = Environment.GetEnvironmentVariable("MIXLORA_ORT_OPT") switch
-            {
-                "disable" => GraphOptimizationLevel.ORT_DISABLE_ALL,
-                "basic" => GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                "extended" => GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                _ => GraphOptimizationLevel.ORT_ENABLE_ALL,
-            },
-            // MIXLORA_ORT_LOG=0..4 (verbose..fatal) for diagnosis, e.g. 0 prints node placement
-            LogSeverityLevel = int.TryParse(Environment.GetEnvironmentVariable("MIXLORA_ORT_LOG"), out var level)
-                ? (OrtLoggingLevel)level : OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+            GraphOptimizationLevel = Settings.OptimizationLevel,
+            LogSeverityLevel = Settings.LogLevel,
         };
-        // MIXLORA_ORT_THREADS=N sets ORT's intra-op threads (diagnosis; the default is ORT's, one on the 2-core CI machine)
-        if (int.TryParse(Environment.GetEnvironmentVariable("MIXLORA_ORT_THREADS"), out var threads)) o.IntraOpNumThreads = threads;
+        if (Settings.IntraOpThreads is { } threads) o.IntraOpNumThreads = threads;
         Kernels.CustomOps.AddTo(o);                                                         // com.mixlora kernels (fused MixLoRA experts)
         if (ProfilePrefix != null) o.ProfileOutputPathPrefix = ProfilePrefix;
         if (profile || ProfilePrefix != null) o.EnableProfiling = true;
@@ -183,12 +175,12 @@ public sealed class OrtRuntime
             using var cuda = new OrtCUDAProviderOptions();
             cuda.UpdateOptions(provider);
             o.AppendExecutionProvider_CUDA(cuda);
-            if (strict ?? StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
+            if (strict ?? Settings.StrictPlacement) o.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
             // each session allocates from its own arena, dynamically (no memory pattern). Measured on the H100
             // on ORT 1.29 (docs/performance.md): the environment's shared arena made steps 19-35% longer (7B
             // MixLoRA 255 vs 214 ms), and memory patterns kept the first run's allocations beside the pattern
             // block (TinyLlama MixLoRA 34-36 GiB against 20-21); MIXLORA_MEM_PATTERN=1 brings patterns back
-            o.EnableMemoryPattern = Environment.GetEnvironmentVariable("MIXLORA_MEM_PATTERN") == "1";
+            o.EnableMemoryPattern = Settings.MemoryPattern;
         }
         return o;
     }

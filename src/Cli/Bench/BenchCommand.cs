@@ -1,6 +1,7 @@
 using System.CommandLine;
 using MixLoRA.Cli.Bench;
 using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.Runtime;
 
 namespace MixLoRA.Cli.Bench;
@@ -46,7 +47,7 @@ public static class BenchCommand
                 DType = p.GetValue(dtype) is { } d ? DTypes.Parse(d) : null,
                 Device = OrtRuntime.ParseDevice(p.GetValue(device)!),
                 GradientCheckpointing = p.GetValue(checkpointing),
-                FusedKernels = !p.GetValue(noFused), CudaGraph = p.GetValue(cudaGraph),
+                Fused = p.GetValue(noFused) ? FusedOps.None : FusedOps.All, CudaGraph = p.GetValue(cudaGraph),
                 Steps = p.GetValue(steps), Warmup = p.GetValue(warmup), PeakTflops = p.GetValue(peak), Profile = p.GetValue(profile),
             };
             var result = BenchRunner.Run(o, p.GetValue(quiet) ? null : Console.Error);

@@ -1,4 +1,5 @@
 using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.Runtime;
 using MixLoRA.Trainer.Training;
 
@@ -17,8 +18,8 @@ public sealed record BenchOptions
     public Device Device { get; init; } = Device.Cpu;
     public bool GradientCheckpointing { get; init; }
 
-    /// <summary>MixLoRA's expert activations as the trainer's fused kernels where the device has them.</summary>
-    public bool FusedKernels { get; init; } = true;
+    /// <summary>The fused ops wanted (<see cref="FusedOps.None"/> with --no-fused-kernels); the graphs use those the device has.</summary>
+    public FusedOps Fused { get; init; } = FusedOps.All;
     /// <summary>Replay the grad step as a CUDA graph (see <see cref="OrtRuntime.CheckCudaGraphs"/>).</summary>
     public bool CudaGraph { get; init; }
     /// <summary>Elements per AdamW run (<see cref="ChunkedOptimizer"/>).</summary>

@@ -3,6 +3,7 @@ using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.Graphs;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Onnx;
+using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.GraphBuilder.Optim;
 using MixLoRA.Runtime;
 using MixLoRA.Runtime.Kernels;
@@ -31,8 +32,8 @@ public static class BenchRunner
         var dtype = o.DType ?? (o.Device == Device.Cpu ? DType.Float32 : DType.BFloat16);
         Check(o, seq, batch, dtype);
         var adapter = BenchModels.Adapter(o.Adapter);
-        var fused = FusedKernels.For(o.FusedKernels, o.Device, dtype, log);
-        var spec = new TrainSpec(preset.Model, adapter, new Shapes(batch, seq), dtype, dtype, Checkpointing: o.GradientCheckpointing, FusedKernels: fused);
+        var fused = FusedKernels.For(o.Fused, o.Device, dtype, log);
+        var spec = new TrainSpec(preset.Model, adapter, new Shapes(batch, seq), dtype, dtype, Checkpointing: o.GradientCheckpointing, Fused: fused);
         var grad = TrainGraphs.GradStep(spec);
         var bytes = OnnxWriter.ToBytes(grad.Graph);
         var manifest = ArtifactsBuilder.Describe(spec, new Dictionary<string, CompiledGraph> { ["grad_step"] = grad }, o.Device) with { ModelPath = "(random weights)" };
@@ -75,7 +76,7 @@ public static class BenchRunner
             deviceBytes = runner.DeviceBytes;
         }
         if (o.Profile != null) ProfileSummary.Report(o.Profile, log);
-        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with { FusedKernels = FusedKernels.Names(fused), CudaGraph = o.CudaGraph };
+        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with { FusedKernels = FusedOpNames.Of(fused), CudaGraph = o.CudaGraph };
     }
 
     private static void Check(BenchOptions o, int seq, int batch, DType dtype)

@@ -3,6 +3,7 @@ using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.Runtime;
+using MixLoRA.Runtime.Kernels;
 
 namespace MixLoRA.Cli.Diagnostics;
 
@@ -21,7 +22,7 @@ public static class KernelCheck
     public static bool Run(OrtRuntime rt, TextWriter log)
     {
         var ok = true;
-        var types = rt.Device == Device.Cuda ? SwiGluSlotsOps.CudaTypes : SwiGluSlotsOps.CpuTypes;
+        var types = rt.Device == Device.Cuda ? FusedKernels.CudaTypes : FusedKernels.CpuTypes;
         foreach (var (n, k, f) in new[] { (96L, 2L, 1024L), (33L, 3L, 77L), (8L, 8L, 5632L) })
         {
             foreach (var t in types)

@@ -15,7 +15,7 @@ public static class NodeBisect
         var consts = g.Nodes.Where(n => n.OpType == "Constant").ToDictionary(n => n.Outputs[0], n => (TensorData)n.Attrs["value"]);
         var rng = new Random(5);
         var seen = new HashSet<string>();
-        var skip = (Environment.GetEnvironmentVariable("MIXLORA_BISECT_SKIP") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet();
+        var skip = rt.Settings.BisectSkip;
         foreach (var node in g.Nodes.Where(n => n.OpType != "Constant" && !skip.Contains(n.OpType)))
         {
             var key = node.OpType + string.Join(",", node.Inputs.Select(i => i.Length == 0 ? "-" : g.Get(i).ToString().Split(':')[1]));

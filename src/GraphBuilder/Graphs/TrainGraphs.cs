@@ -11,10 +11,10 @@ namespace MixLoRA.GraphBuilder.Graphs;
 
 /// <summary>What a set of training graphs is compiled for.</summary>
 /// <param name="Checkpointing">recompute each decoder layer's activations in the backward (activation checkpointing).</param>
-/// <param name="FusedKernels">the trainer's fused kernels the graphs may use (<see cref="FusedOps"/>): MixLoRA's expert
+/// <param name="Fused">the trainer's fused kernels the graphs may use (<see cref="FusedOps"/>): MixLoRA's expert
 /// activations, the experts' per-slot LoRA and the loss; set only to what the trainer's runtime has kernels for
 /// (<paramref name="Compute"/> on the target device).</param>
-public sealed record TrainSpec(ModelConfig Model, AdapterConfig Adapter, Shapes Shapes, DType WeightType, DType Compute, bool Accumulate = false, bool Checkpointing = false, FusedOps FusedKernels = FusedOps.None);
+public sealed record TrainSpec(ModelConfig Model, AdapterConfig Adapter, Shapes Shapes, DType WeightType, DType Compute, bool Accumulate = false, bool Checkpointing = false, FusedOps Fused = FusedOps.None);
 
 /// <summary>A compiled graph with its adapter's trainable tensors and the frozen weights it reads.</summary>
 public sealed record CompiledGraph(Graph Graph, IReadOnlyList<Adapters.TrainableTensor> Trainable, IReadOnlyDictionary<string, Value> Weights);
@@ -85,10 +85,10 @@ public static class TrainGraphs
         // the grad step always trains: a constant, not an input (a bool input the Dropout kernels read on the
         // host forced a device-to-host copy, a stream sync, every step, and blocked CUDA graph capture)
         var training = withTraining ? b.Scalar(1, DType.Bool) : null;
-        var adapter = new AdapterGraph(spec.Adapter, spec.Compute, training, spec.FusedKernels);
+        var adapter = new AdapterGraph(spec.Adapter, spec.Compute, training, spec.Fused);
         var start = ForwardGraph.Start(b, spec.Model, spec.Shapes, spec.WeightType, spec.Compute, adapter);
         var labels = b.Input(Labels, DType.Int64, spec.Shapes.MicroBatch, spec.Shapes.SeqLen);
-        var (lm, valid) = CausalLmLoss.Emit(b, start.Outputs.Logits, labels, fused: spec.FusedKernels.HasFlag(FusedOps.CrossEntropy));
+        var (lm, valid) = CausalLmLoss.Emit(b, start.Outputs.Logits, labels, fused: spec.Fused.HasFlag(FusedOps.CrossEntropy));
         var aux = adapter.AuxLoss(b) ?? b.Scalar(0, DType.Float32);
         var loss = b.Add(lm, aux);
         b.Output(loss, Loss);

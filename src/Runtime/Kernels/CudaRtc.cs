@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using MixLoRA.GraphBuilder;
 
 namespace MixLoRA.Runtime.Kernels;
 
@@ -74,6 +75,21 @@ internal static unsafe class CudaRtc
         }
     }
 
+    /// <summary>The CUDA C++ NVRTC compiles: the SwiGluSlots kernels, then the loss's (which use the former's storage types).</summary>
+    internal static string Source => ReadSource("SwiGluSlots.cu") + "\n" + ReadSource("CrossEntropy.cu");
+
+    /// <summary>A kernel's `.cu` file, embedded in this assembly (Runtime.csproj: Kernels/*/*.cu), without its final newline.</summary>
+    private static string ReadSource(string file)
+    {
+        using var stream = typeof(CudaRtc).Assembly.GetManifestResourceStream(ResourcePrefix + file)
+            ?? throw Fail.Bug($"the CUDA source {file} is not embedded in {typeof(CudaRtc).Assembly.GetName().Name}");
+        using var reader = new StreamReader(stream, System.Text.Encoding.UTF8);
+        var text = reader.ReadToEnd();
+        return text.EndsWith('\n') ? text[..^1] : text;
+    }
+
+    private const string ResourcePrefix = "MixLoRA.Runtime.Kernels.";
+
     /// <summary>NVRTC → PTX for compute_XY of the current device → module.</summary>
     private static nint Load(Api api)
     {
@@ -81,7 +97,7 @@ internal static unsafe class CudaRtc
         Check(api, api.CtxGetDevice(&dev), "cuCtxGetDevice");
         Check(api, api.DeviceGetAttribute(&major, 75, dev), "compute capability");           // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
         Check(api, api.DeviceGetAttribute(&minor, 76, dev), "compute capability");           // ..._MINOR
-        var ptx = Compile(api, SwiGluCuda.Source + "\n" + CrossEntropyKernels.CudaSource, $"--gpu-architecture=compute_{major}{minor}");
+        var ptx = Compile(api, Source, $"--gpu-architecture=compute_{major}{minor}");
         nint module;
         fixed (byte* p = ptx)
         {

@@ -44,7 +44,7 @@ internal static unsafe class CustomOps
 
     private static nint Build()
     {
-        var domain = OrtKernelApi.CreateDomain(GraphBuilder.Ops.SwiGluSlotsOps.Domain);
+        var domain = OrtKernelApi.CreateDomain(GraphBuilder.Ops.FusedDomain.Name);
         foreach (var spec in SwiGluKernels.Specs().Concat(CrossEntropyKernels.Specs()).Concat(SlotLoraCpu.Specs()).Concat(AdamWCpu.Specs()))
         {
             var op = (OrtCustomOp*)NativeMemory.AllocZeroed((nuint)sizeof(OrtCustomOp));

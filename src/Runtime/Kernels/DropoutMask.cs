@@ -5,7 +5,7 @@ using MixLoRA.GraphBuilder.Ops;
 namespace MixLoRA.Runtime.Kernels;
 
 /// <summary>
-/// The in-kernel dropout mask of <see cref="SwiGluSlotsOps.Keep"/> on the CPU, as multipliers: element i of a row
+/// The in-kernel dropout mask of <see cref="DropoutHash.Keep"/> on the CPU, as multipliers: element i of a row
 /// is Scale when Bits(start, i) ≥ Threshold, else 0. The splitmix64 hash runs on eight or sixteen lanes at a time
 /// (Vector512 or Vector256 of ulong); the scalar loop finishes the row and is the reference the vector loops are tested against.
 /// </summary>
@@ -13,7 +13,7 @@ internal readonly record struct DropoutMask(bool On, ulong Start, ulong Threshol
 {
     /// <summary>The mask of a node with dropout <paramref name="ratio"/> and <paramref name="salt"/> for the seed at <paramref name="seed"/> (0: no dropout).</summary>
     public static unsafe DropoutMask Of(nint seed, double ratio, long salt) => seed == 0 ? default
-        : new(true, SwiGluSlotsOps.Start(*(long*)seed, salt), SwiGluSlotsOps.Threshold(ratio), 1f / (1f - (float)ratio));
+        : new(true, DropoutHash.Start(*(long*)seed, salt), DropoutHash.Threshold(ratio), 1f / (1f - (float)ratio));
 
     /// <summary>The widest vector the hash loop can use here, in bits (0: none).</summary>
     public static int Widest => Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : 0;
@@ -54,10 +54,10 @@ internal readonly record struct DropoutMask(bool On, ulong Start, ulong Threshol
                 Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(q, t).AsSingle(), s, Vector256<float>.Zero).CopyTo(mult[c..]);
             }
         }
-        for (; c < mult.Length; c++) mult[c] = SwiGluSlotsOps.Bits(Start, first + c) >= Threshold ? Scale : 0f;
+        for (; c < mult.Length; c++) mult[c] = DropoutHash.Bits(Start, first + c) >= Threshold ? Scale : 0f;
     }
 
-    /// <summary><see cref="SwiGluSlotsOps.Bits"/> on each lane of z (the state start + i).</summary>
+    /// <summary><see cref="DropoutHash.Bits"/> on each lane of z (the state start + i).</summary>
     private static Vector512<ulong> Hash(Vector512<ulong> z)
     {
         z = (z ^ (z >> 30)) * Vector512.Create(0xBF58476D1CE4E5B9UL);

@@ -5,14 +5,15 @@ using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.GraphBuilder.Onnx;
+using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.Runtime;
 
 namespace MixLoRA.Trainer.Training;
 
 /// <summary>What `mixlora-build-graph` compiles.</summary>
 /// <param name="Checkpointing">recompute each decoder layer in the backward (activation checkpointing: less memory, ~1 more forward).</param>
-/// <param name="FusedKernels">use the trainer's fused kernels the device has for the dtype (<see cref="Runtime.Kernels.FusedKernels.For"/>).</param>
-public sealed record BuildOptions(string ModelDir, string Adapter, string OutDir, int SeqLen = 512, int MicroBatch = 1, DType DType = DType.Float32, Device Device = Device.Cpu, int Seed = 42, bool Checkpointing = false, bool FusedKernels = true);
+/// <param name="Fused">the fused ops wanted (<see cref="FusedOps.None"/> with --no-fused-kernels); the graphs use those the device has for the dtype (<see cref="Runtime.Kernels.FusedKernels.For"/>).</param>
+public sealed record BuildOptions(string ModelDir, string Adapter, string OutDir, int SeqLen = 512, int MicroBatch = 1, DType DType = DType.Float32, Device Device = Device.Cpu, int Seed = 42, bool Checkpointing = false, FusedOps Fused = FusedOps.All);
 
 /// <summary>
 /// Writes an artifacts folder: `grad_step.onnx` (first micro-batch), `grad_accum_step.onnx` (adds into
@@ -29,8 +30,8 @@ public static class ArtifactsBuilder
         Fail.If(o.MicroBatch < 1, $"--micro-batch-size {o.MicroBatch} must be positive", "use 1 or more");
         Fail.If(o.Device == Device.Cpu && o.DType != DType.Float32, $"--dtype {o.DType.Name()} on the CPU", "the CPU provider computes in float32: use --dtype float32, or --device cuda");
         Directory.CreateDirectory(o.OutDir);
-        var fused = Runtime.Kernels.FusedKernels.For(o.FusedKernels, o.Device, o.DType, log);
-        var spec = new TrainSpec(cfg, adapterCfg, new Shapes(o.MicroBatch, o.SeqLen), o.DType, o.DType, Checkpointing: o.Checkpointing, FusedKernels: fused);
+        var fused = Runtime.Kernels.FusedKernels.For(o.Fused, o.Device, o.DType, log);
+        var spec = new TrainSpec(cfg, adapterCfg, new Shapes(o.MicroBatch, o.SeqLen), o.DType, o.DType, Checkpointing: o.Checkpointing, Fused: fused);
         var graphs = new Dictionary<string, CompiledGraph>
         {
             ["grad_step"] = TrainGraphs.GradStep(spec),
@@ -74,7 +75,7 @@ public static class ArtifactsBuilder
             ComputeDType = spec.Compute.Name(),
             Device = device.ToString().ToLowerInvariant(),
             Accumulate = graphs.ContainsKey("grad_accum_step"),
-            FusedOps = Runtime.Kernels.FusedKernels.Names(spec.FusedKernels),
+            Fused = spec.Fused,
             Graphs = graphs.ToDictionary(p => p.Key, p => new GraphSpec(p.Key + ".onnx", p.Value.Graph.Inputs.Select(Spec).ToArray(), p.Value.Graph.Outputs.Select(Spec).ToArray())),
             Trainable = grad.Trainable.Select(t => new TensorSpec(t.Key, "float32", t.Shape)).ToArray(),
             Weights = grad.Weights.Values.Select(Spec).ToArray(),

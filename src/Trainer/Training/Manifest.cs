@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.IO;
+using MixLoRA.GraphBuilder.Ops;
 
 namespace MixLoRA.Trainer.Training;
 
@@ -31,11 +32,14 @@ public sealed record Manifest
     public required string Device { get; init; }
     public required bool Accumulate { get; init; }
 
-    /// <summary>The graphs use the trainer's com.mixlora kernels (they run only in this trainer's runtime).</summary>
-    public bool FusedKernels => FusedOps.Count > 0;
+    /// <summary>Whether the graphs use any (`fused_kernels` in the file, for readers; derived from <see cref="Fused"/>, ignored on load).</summary>
+    [JsonPropertyName("fused_kernels")]
+    public bool AnyFused => Fused != FusedOps.None;
 
-    /// <summary>Which of them (<see cref="GraphBuilder.Ops.FusedOps"/> names).</summary>
-    public IReadOnlyList<string> FusedOps { get; init; } = [];
+    /// <summary>The com.mixlora fused ops the graphs use (they run only in this trainer's runtime); `fused_ops` in the file, by name (<see cref="FusedOpNames"/>).</summary>
+    [JsonPropertyName("fused_ops")]
+    [JsonConverter(typeof(FusedOpsJsonConverter))]
+    public FusedOps Fused { get; init; }
     public string AdapterDir { get; init; } = "adapter_init";
     public required IReadOnlyDictionary<string, GraphSpec> Graphs { get; init; }
     public required IReadOnlyList<TensorSpec> Trainable { get; init; }

@@ -64,7 +64,7 @@ public sealed class StepRunner : IDisposable
         var trainable = manifest.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();
         State = new TrainState(_store, rt, trainable);
         State.Load(init, m, v);
-        _opt = new ChunkedOptimizer(rt, _store, State, optimizer, optimizerChunk, manifest.FusedOps.Contains(nameof(GraphBuilder.Ops.FusedOps.AdamW)));
+        _opt = new ChunkedOptimizer(rt, _store, State, optimizer, optimizerChunk, manifest.Fused.HasFlag(GraphBuilder.Ops.FusedOps.AdamW));
         _io = new StepIO(_store, manifest);
     }
 

@@ -6,7 +6,7 @@ namespace MixLoRA.Trainer.Tests.Kernels;
 /// <summary>
 /// The pieces the CPU kernels are built from, against plain scalar references: the register-blocked GEMM on every
 /// remainder path (rows not a multiple of 4, columns not a multiple of 8 or 16, k = 0, a B row stride wider than n,
-/// accumulate), and the vectorised dropout mask against <see cref="SwiGluSlotsOps.Keep"/> at row lengths and offsets
+/// accumulate), and the vectorised dropout mask against <see cref="DropoutHash.Keep"/> at row lengths and offsets
 /// that hit the vector loops and the scalar tail.
 /// </summary>
 [TestClass]
@@ -92,7 +92,7 @@ public sealed unsafe class CpuKernelPartsTests
             mult.AsSpan().Fill(-1f);
             mask.Fill(first, mult, bits);
             for (var c = 0; c < length; c++)
-                Assert.AreEqual(SwiGluSlotsOps.Keep(first, 3, first + c, ratio) ? scale : 0f, mult[c], $"element {first + c} of ratio {ratio}, {bits}-bit vectors");
+                Assert.AreEqual(DropoutHash.Keep(first, 3, first + c, ratio) ? scale : 0f, mult[c], $"element {first + c} of ratio {ratio}, {bits}-bit vectors");
         }
         default(DropoutMask).Fill(first, mult);
         Assert.IsTrue(mult.All(v => v == 1f), "no dropout: all ones");

@@ -13,7 +13,7 @@ namespace MixLoRA.GraphBuilder.Ops;
 /// </summary>
 public static class CrossEntropyOps
 {
-    public static readonly OpDef SoftmaxCrossEntropyOp = new("SoftmaxCrossEntropy", SwiGluSlotsOps.Domain)
+    public static readonly OpDef SoftmaxCrossEntropyOp = new("SoftmaxCrossEntropy", FusedDomain.Name)
     {
         Outputs = 2,
         Infer = c =>
@@ -29,7 +29,7 @@ public static class CrossEntropyOps
         ],
     };
 
-    public static readonly OpDef SoftmaxCrossEntropyGradOp = new("SoftmaxCrossEntropyGrad", SwiGluSlotsOps.Domain)
+    public static readonly OpDef SoftmaxCrossEntropyGradOp = new("SoftmaxCrossEntropyGrad", FusedDomain.Name)
     {
         Infer = c => c.Same(0),
         NoGradReason = "the backward of SoftmaxCrossEntropy (no second derivatives are taken)",

@@ -16,7 +16,7 @@ namespace MixLoRA.GraphBuilder.Ops;
 /// </summary>
 public static class SlotLoraOps
 {
-    public static readonly OpDef SlotLoraOp = new("SlotLora", SwiGluSlotsOps.Domain)
+    public static readonly OpDef SlotLoraOp = new("SlotLora", FusedDomain.Name)
     {
         Infer = c =>
         {
@@ -33,7 +33,7 @@ public static class SlotLoraOps
         ],
     };
 
-    public static readonly OpDef SlotLoraGradOp = new("SlotLoraGrad", SwiGluSlotsOps.Domain)
+    public static readonly OpDef SlotLoraGradOp = new("SlotLoraGrad", FusedDomain.Name)
     {
         Outputs = 3,
         Infer = c => [new(c.In(0).DType, c.In(0).Shape), new(c.In(1).DType, c.In(1).Shape), new(c.In(2).DType, c.In(2).Shape)],

@@ -13,25 +13,19 @@ namespace MixLoRA.GraphBuilder.Ops;
 /// computed in float32 and rounded once. Composed from primitives this is ~10 passes over (N, K, F) forward
 /// and ~25 backward; fused, one read of the inputs and one write of the outputs each way. The backward
 /// recomputes g, u and silu from the inputs instead of keeping them. Dropout (for the experts' down-projection
-/// LoRA) keeps element i of (N, K, F) when hash(seed, salt, i) ≥ ratio (<see cref="Keep"/>, the same in every
+/// LoRA) keeps element i of (N, K, F) when hash(seed, salt, i) ≥ ratio (<see cref="DropoutHash.Keep"/>, the same in every
 /// kernel), scaled by 1/(1 − ratio): the backward regenerates the mask instead of storing it, and a recomputed
 /// (checkpointed) forward draws the same one. The seed is an int64 scalar input that changes every step.
 /// </summary>
 public static class SwiGluSlotsOps
 {
-    public const string Domain = "com.mixlora";
-
     /// <summary>Slots per token the kernels handle (their per-thread weight and dW arrays).</summary>
     public const int MaxSlots = 8;
 
     /// <summary>The grad step's int64 scalar input that seeds the fused dropout (a new value every micro-step).</summary>
     public const string SeedInput = "dropout_seed";
 
-    /// <summary>Compute dtypes the trainer has kernels for, per device (float32 routing weights always).</summary>
-    public static readonly DType[] CpuTypes = [DType.Float32];
-    public static readonly DType[] CudaTypes = [DType.BFloat16, DType.Float16, DType.Float32];
-
-    public static readonly OpDef SwiGluSlotsOp = new("SwiGluSlots", Domain)
+    public static readonly OpDef SwiGluSlotsOp = new("SwiGluSlots", FusedDomain.Name)
     {
         Outputs = 2,
         Infer = c => [new(c.In(2).DType, c.In(2).Shape), new(c.In(0).DType, c.In(0).Shape)],
@@ -59,7 +53,7 @@ public static class SwiGluSlotsOps
         ],
     };
 
-    public static readonly OpDef SwiGluSlotsGradOp = new("SwiGluSlotsGrad", Domain)
+    public static readonly OpDef SwiGluSlotsGradOp = new("SwiGluSlotsGrad", FusedDomain.Name)
     {
         Outputs = 5,
         Infer = c => [new(c.In(2).DType, c.In(2).Shape), new(c.In(3).DType, c.In(3).Shape), new(c.In(0).DType, c.In(0).Shape),
@@ -81,33 +75,6 @@ public static class SwiGluSlotsOps
             : b.Apply(SwiGluSlotsOp, [g, u, dg, du, w]);
         return (r[0], r[1]);
     }
-
-    /// <summary>
-    /// Whether dropout keeps element <paramref name="i"/>: splitmix64 of (seed, salt, i), top 24 bits as a
-    /// uniform in [0, 1), kept when ≥ ratio. The CUDA kernels compute the same bits.
-    /// </summary>
-    public static bool Keep(long seed, long salt, long i, double ratio) => (float)Bits(Start(seed, salt), i) * (1f / 16777216f) >= (float)ratio;
-
-    /// <summary>splitmix64's state for (seed, salt) at element 0; element i's is this + i.</summary>
-    public static ulong Start(long seed, long salt) => unchecked(((ulong)seed * 0x9E3779B97F4A7C15UL) + ((ulong)salt * 0xD1B54A32D192ED03UL));
-
-    /// <summary>The top 24 bits of splitmix64's output for element <paramref name="i"/> (an integer in [0, 2²⁴)).</summary>
-    public static ulong Bits(ulong start, long i)
-    {
-        unchecked
-        {
-            var z = start + (ulong)i;
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-            return (z ^ (z >> 31)) >> 40;
-        }
-    }
-
-    /// <summary>
-    /// The integer form of <see cref="Keep"/>'s test: Bits ≥ Threshold(ratio) exactly when Bits·2⁻²⁴ ≥ (float)ratio
-    /// (both sides are exact in float64), so a loop can compare integers.
-    /// </summary>
-    public static ulong Threshold(double ratio) => (ulong)Math.Ceiling((double)(float)ratio * 16777216.0);
 
     private static void Check(Value g, Value u, Value dg, Value du, Value w)
     {

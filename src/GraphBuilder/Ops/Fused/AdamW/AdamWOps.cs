@@ -17,7 +17,7 @@ namespace MixLoRA.GraphBuilder.Ops;
 /// </summary>
 public static class AdamWOps
 {
-    public static readonly OpDef AdamWStepOp = new("AdamWStep", SwiGluSlotsOps.Domain)
+    public static readonly OpDef AdamWStepOp = new("AdamWStep", FusedDomain.Name)
     {
         Outputs = 3,
         Infer = c => [new(c.In(0).DType, c.In(0).Shape), new(c.In(2).DType, c.In(2).Shape), new(c.In(3).DType, c.In(3).Shape)],

@@ -7,11 +7,12 @@ using MixLoRA.Runtime;
 using MixLoRA.Runtime.Kernels;
 using MixLoRA.Trainer.Tests.Data;
 using MixLoRA.Trainer.Tests.Model;
+using MixLoRA.Trainer.Tests.Training;
 
-namespace MixLoRA.Trainer.Tests.Training;
+namespace MixLoRA.Trainer.Tests.Kernels;
 
 /// <summary>
-/// The fused kernels (TrainSpec.FusedKernels: com.mixlora.SwiGluSlots, SlotLora and SoftmaxCrossEntropy, CPU kernels) against
+/// The fused kernels (TrainSpec.Fused: com.mixlora.SwiGluSlots, SlotLora and SoftmaxCrossEntropy, CPU kernels) against
 /// the graph composed from ONNX ops: the same loss and gradients for every routing strategy, target set and kernel subset
 /// (All is the CPU's set, SwiGluSlots + CrossEntropy the GPU's).
 /// The op's own rule is checked against finite differences in the catalog tests.
@@ -33,7 +34,7 @@ public sealed class FusedKernelTests
         var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), Config(strategy, topK, targets.Split(','), 0),
             new Shapes(2, 16), DType.Float32, DType.Float32);
         var composed = TrainGraphs.GradStep(spec);
-        var fused = TrainGraphs.GradStep(spec with { FusedKernels = ops });
+        var fused = TrainGraphs.GradStep(spec with { Fused = ops });
         int Count(string op) => fused.Graph.Nodes.Count(n => n.OpType == op);
         var mlp = targets.Split(',').Count(t => t is "gate_proj" or "up_proj" or "down_proj");          // expert projections
         var swiglu = ops.HasFlag(FusedOps.SwiGluSlots) && targets.Contains("gate_proj") && targets.Contains("up_proj");
@@ -80,7 +81,7 @@ public sealed class FusedKernelTests
         for (var i = 0; i < h.Length; i++)
         {
             if (h0[i] != 0) Assert.AreEqual(h[i] / 0.75f, h0[i], 1e-5f, "kept values are scaled by 1/(1 − p)");
-            if (h[i] != 0) Assert.AreEqual(SwiGluSlotsOps.Keep(9, 0, i, 0.25), h0[i] != 0, $"element {i} follows Keep (the CUDA kernels' mask)");
+            if (h[i] != 0) Assert.AreEqual(DropoutHash.Keep(9, 0, i, 0.25), h0[i] != 0, $"element {i} follows Keep (the CUDA kernels' mask)");
         }
         var same = h0.Zip(h1, (a, c) => (a == 0) == (c == 0)).Count(x => x) / (double)h0.Length;
         Assert.IsLessThan(0.8, same, "another salt (layer) draws another mask");
@@ -94,22 +95,22 @@ public sealed class FusedKernelTests
         double[] ratios = [0.05, 0.1, 0.2, 0.25, 1.0 / 3, 0.5, 0.9, 1e-7, 0.999999, .. Enumerable.Range(0, 50).Select(_ => rnd.NextDouble())];
         foreach (var ratio in ratios)
         {
-            var t = SwiGluSlotsOps.Threshold(ratio);
+            var t = DropoutHash.Threshold(ratio);
             foreach (var q in new ulong[] { t - 2, t - 1, t, t + 1, t + 2, 0, (1 << 24) - 1 })
             {
                 if (q >= 1 << 24) continue;
                 Assert.AreEqual((float)q * (1f / 16777216f) >= (float)ratio, q >= t, $"ratio {ratio}, bits {q}");
             }
         }
-        var start = SwiGluSlotsOps.Start(11, 3);
-        for (long i = 0; i < 20000; i++) Assert.AreEqual(SwiGluSlotsOps.Keep(11, 3, i, 0.3), SwiGluSlotsOps.Bits(start, i) >= SwiGluSlotsOps.Threshold(0.3));
+        var start = DropoutHash.Start(11, 3);
+        for (long i = 0; i < 20000; i++) Assert.AreEqual(DropoutHash.Keep(11, 3, i, 0.3), DropoutHash.Bits(start, i) >= DropoutHash.Threshold(0.3));
     }
 
     [TestMethod]
     public void CheckpointingReplaysTheFusedDropout()
     {
         var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), Config("mixlora", 2, ["q_proj", "gate_proj", "up_proj", "down_proj"], 0.2),
-            new Shapes(2, 16), DType.Float32, DType.Float32, FusedKernels: FusedOps.All);
+            new Shapes(2, 16), DType.Float32, DType.Float32, Fused: FusedOps.All);
         var stored = TrainGraphs.GradStep(spec);
         var recomputed = TrainGraphs.GradStep(spec with { Checkpointing = true });
         Assert.IsTrue(stored.Graph.Inputs.Any(i => i.Name == SwiGluSlotsOps.SeedInput), "the grad step takes the dropout seed");
@@ -130,7 +131,7 @@ public sealed class FusedKernelTests
         var spec = new TrainSpec(BenchModels.Llama(64, 160, 2, 4, 2, 256, 256), BenchModels.Adapter(new AdapterChoice("lora", Dropout: 0)),
             new Shapes(2, 16), DType.Float32, DType.Float32);
         var composed = TrainGraphs.GradStep(spec);
-        var fused = TrainGraphs.GradStep(spec with { FusedKernels = FusedOps.All });
+        var fused = TrainGraphs.GradStep(spec with { Fused = FusedOps.All });
         Assert.AreEqual(1, fused.Graph.Nodes.Count(n => n.OpType == "SoftmaxCrossEntropyGrad"));
         Assert.AreEqual(0, fused.Graph.Nodes.Count(n => n.OpType.StartsWith("SwiGlu", StringComparison.Ordinal) || n.OpType.StartsWith("SlotLora", StringComparison.Ordinal)));
         var feeds = GradStepHarness.Feeds(fused, 7, 27);
@@ -144,19 +145,34 @@ public sealed class FusedKernelTests
     [TestMethod]
     public void EachDeviceGetsTheKernelsItHas()
     {
-        Assert.AreEqual(FusedOps.All, FusedKernels.For(true, Device.Cpu, DType.Float32), "float32 C# kernels for all four");
-        Assert.AreEqual(FusedOps.None, FusedKernels.For(false, Device.Cpu, DType.Float32), "--no-fused-kernels");
-        Assert.AreEqual(FusedOps.None, FusedKernels.For(true, Device.Cpu, DType.Float64), "no float64 kernels");
-        Assert.AreEqual(FusedOps.None, FusedKernels.For(true, Device.Cuda, DType.Float64), "no float64 CUDA kernels");
-        CollectionAssert.AreEqual(new[] { "SwiGluSlots", "CrossEntropy", "SlotLora", "AdamW" }, FusedKernels.Names(FusedOps.All));
-        Assert.IsEmpty(FusedKernels.Names(FusedOps.None));
+        Assert.AreEqual(FusedOps.All, FusedKernels.For(FusedOps.All, Device.Cpu, DType.Float32), "float32 C# kernels for all four");
+        Assert.AreEqual(FusedOps.None, FusedKernels.For(FusedOps.None, Device.Cpu, DType.Float32), "--no-fused-kernels");
+        Assert.AreEqual(FusedOps.None, FusedKernels.For(FusedOps.All, Device.Cpu, DType.Float64), "no float64 kernels");
+        Assert.AreEqual(FusedOps.None, FusedKernels.For(FusedOps.All, Device.Cuda, DType.Float64), "no float64 CUDA kernels");
+        CollectionAssert.AreEqual(new[] { "SwiGluSlots", "CrossEntropy", "SlotLora", "AdamW" }, FusedOpNames.Of(FusedOps.All));
+        Assert.IsEmpty(FusedOpNames.Of(FusedOps.None));
+    }
+
+    [TestMethod]
+    public void TheChoiceRoundTripsThroughItsNames()
+    {
+        Assert.AreEqual(FusedOps.SlotLora, FusedKernels.For(FusedOps.SlotLora, Device.Cpu, DType.Float32), "only what was asked for");
+        var options = new System.Text.Json.JsonSerializerOptions { Converters = { new FusedOpsJsonConverter() } };
+        foreach (var ops in new[] { FusedOps.None, FusedOps.SwiGluSlots | FusedOps.CrossEntropy, FusedOps.All })
+        {
+            Assert.AreEqual(ops, FusedOpNames.Parse(FusedOpNames.Of(ops)));
+            var json = System.Text.Json.JsonSerializer.Serialize(ops, options);
+            Assert.AreEqual(ops, System.Text.Json.JsonSerializer.Deserialize<FusedOps>(json, options), json);
+        }
+        Assert.IsNull(FusedOpNames.Parse(["SwiGluSlots", "Warp"]));
+        Assert.IsNull(FusedOpNames.Parse(["All"]));
     }
 
     [TestMethod]
     public void DoraExpertsStayComposed()
     {
         var cfg = Config("mixlora", 2, ["gate_proj", "up_proj", "down_proj"], 0, dora: true);
-        var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, FusedKernels: FusedOps.All));
+        var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, Fused: FusedOps.All));
         Assert.AreEqual(0, g.Graph.Nodes.Count(n => n.Domain == "com.mixlora" && n.OpType != "SoftmaxCrossEntropy" && n.OpType != "SoftmaxCrossEntropyGrad"), "DoRA scales each slot's projections: not the fused ops' math");
     }
 
@@ -164,7 +180,7 @@ public sealed class FusedKernelTests
     public void MoreSlotsThanTheKernelsHoldStayComposed()
     {
         var cfg = Config("mixlora-dynamic", 0, ["gate_proj", "up_proj", "down_proj"], 0, experts: 12);   // K = E = 12 slots
-        var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, FusedKernels: FusedOps.All));
+        var g = TrainGraphs.GradStep(new TrainSpec(BenchModels.Llama(64, 160, 1, 4, 2, 256, 256), cfg, new Shapes(1, 8), DType.Float32, DType.Float32, Fused: FusedOps.All));
         Assert.AreEqual(0, g.Graph.Nodes.Count(n => n.OpType.StartsWith("SwiGlu", StringComparison.Ordinal)));
         Assert.AreEqual(3, g.Graph.Nodes.Count(n => n.OpType == "SlotLora"), "SlotLora has no slot limit: gate, up, down of the one layer");
     }
