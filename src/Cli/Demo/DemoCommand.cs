@@ -77,7 +77,7 @@ public static class DemoCommand
         log.WriteLine($"  data: {string.Join(", ", tasks.Select(t => $"{t.Name} {t.Records.Count}"))} training records (+ {string.Join("/", tasks.Select(t => t.HeldOut.Count))} held out); sequence length {seqLen}");
         log.WriteLine($"  adapter: MixLoRA, 4 experts, top-2, r 8 on q/k/v/o/gate/up/down");
         if (Directory.Exists(run)) Directory.Delete(run, true);
-        var manifest = ArtifactsBuilder.Build(new BuildOptions(model, adapterFile, artifacts, seqLen, MicroBatch: Batch, Device: s.Device, Seed: s.Seed, FusedKernels: s.FusedKernels), s.Quiet ? null : log);
+        var manifest = ArtifactsBuilder.Build(new BuildOptions(model, adapterFile, artifacts, seqLen, MicroBatch: Batch, Device: s.Device, Seed: s.Seed, Fused: s.FusedKernels ? GraphBuilder.Ops.FusedOps.All : GraphBuilder.Ops.FusedOps.None), s.Quiet ? null : log);
         log.WriteLine($"  graphs: {artifacts} ({manifest.Trainable.Count} trainable tensors)");
         log.WriteLine($"  same as: bin/mixlora-build-graph --model {model} --adapter {adapterFile} --out {artifacts} --seq-len {seqLen} --micro-batch-size {Batch}{(s.FusedKernels ? "" : " --no-fused-kernels")}");
         log.WriteLine($"           bin/mixlora-train --artifacts {artifacts} --data {string.Join(" --data ", dataArgs)} --template plain --out {run} --batch-size {Batch} --steps {s.Steps} --lr {s.Lr} --lr-scheduler cosine --warmup-steps {Math.Min(10, s.Steps / 10)} --seed {s.Seed}");
