@@ -13,7 +13,8 @@ public sealed record DataSource(string Path, TaskType? Task = null)
         if (colon > 0 && TaskType.Known.TryGetValue(arg[..colon], out var task))
             return new DataSource(arg[(colon + 1)..], task);
         var prefix = colon > 0 ? arg[..colon] : "";
-        if (prefix.Length > 0 && !File.Exists(arg) && prefix.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+        var rest = colon > 0 ? arg[(colon + 1)..] : "";
+        if (prefix.Length > 0 && !File.Exists(arg) && (File.Exists(rest) || Directory.Exists(rest)) && prefix.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
         {
             throw GraphBuilder.Fail.User($"unknown task '{prefix}' in --data {arg}",
                 $"use one of {string.Join(", ", TaskType.Known.Keys.Order(StringComparer.Ordinal))} before the ':', or a bare FILE to detect it");

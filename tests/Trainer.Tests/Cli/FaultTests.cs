@@ -1,0 +1,90 @@
+using MixLoRA.Cli;
+using MixLoRA.Trainer.Tests.Data;
+using MixLoRA.Trainer.Tests.Training;
+
+namespace MixLoRA.Trainer.Tests.Cli;
+
+/// <summary>
+/// Issue 17's faults through the CLI: one `error:` line, exit 1, no stack trace, and nothing written to --out.
+/// </summary>
+[TestClass]
+[DoNotParallelize]
+public sealed class FaultTests
+{
+    private static string Artifacts => TrainFixture.Artifacts(micro: 2);
+
+    private static (int Code, string Err) Cli(params string[] args)
+    {
+        var (err, oldErr, oldOut) = (new StringWriter(), Console.Error, Console.Out);
+        Console.SetError(err);
+        Console.SetOut(TextWriter.Null);
+        try
+        {
+            return (Commands.Run(args), err.ToString());
+        }
+        finally
+        {
+            Console.SetError(oldErr);
+            Console.SetOut(oldOut);
+        }
+    }
+
+    /// <summary>Trains on <paramref name="data"/> into a fresh --out; asserts the one-line error and that --out stays absent.</summary>
+    private static string Refused(string data, params string[] parts)
+    {
+        var run = Path.Combine(TestFiles.TempDir(), "run");
+        var (code, err) = Cli("train", "--artifacts", Artifacts, "--data", data, "--out", run, "--quiet", "--batch-size", "2", "--steps", "2");
+        Assert.AreEqual(1, code, err);
+        Assert.StartsWith("error: ", err, err);
+        Assert.AreEqual(1, err.Trim().Split('\n').Length, $"one line:\n{err}");
+        foreach (var p in parts) Assert.Contains(p, err);
+        Assert.IsFalse(Directory.Exists(run), $"nothing written: {run} exists");
+        return err;
+    }
+
+    [TestMethod]
+    public void InvalidUtf8NamesTheFileAndLine()
+    {
+        var file = Path.Combine(TestFiles.TempDir(), "latin1.jsonl");
+        var bytes = new List<byte>();
+        bytes.AddRange("{\"input_ids\": [1, 5, 6]}\n{\"instruction\": \"caf"u8.ToArray());
+        bytes.Add(0xE9);                                                                       // é in Latin-1
+        bytes.AddRange("\", \"output\": \"x\"}\n"u8.ToArray());
+        File.WriteAllBytes(file, [.. bytes]);
+        Refused(file, file, "line 2", "0xE9", "UTF-8");
+    }
+
+    [TestMethod]
+    public void TokenIdsOutsideTheVocabularyAreRefusedBeforeAnyRun()
+    {
+        var file = TestFiles.Write(TestFiles.TempDir(), "ids.jsonl", "{\"input_ids\": [1, 5, 6]}\n{\"input_ids\": [1, 70000, 6]}\n");
+        Refused(file, "line 2", "70000", "vocabulary");
+    }
+
+    [TestMethod]
+    public void AnUnknownTaskPrefixSaysSo()
+    {
+        var file = TestFiles.Write(TestFiles.TempDir(), "x.jsonl", "{\"input_ids\": [1, 5, 6]}\n");
+        Refused($"mmlu:{file}", "unknown task 'mmlu'", "arc-e");
+    }
+
+    [TestMethod]
+    public void AFolderGivenAsDataSaysSo()
+    {
+        var dir = TestFiles.TempDir();
+        Refused(dir, dir, "is a folder");
+    }
+
+    [TestMethod]
+    public void AnAdapterConfigInLatin1NamesTheFile()
+    {
+        var dir = TestFiles.TempDir();
+        var config = Path.Combine(dir, "adapter_config.json");
+        File.WriteAllBytes(config, [.. "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\"], \"base_model_name_or_path\": \"mod"u8.ToArray(), 0xE8, .. "le\"}"u8.ToArray()]);
+        var (code, err) = Cli("build-graph", "--model", Path.Combine(TestFiles.Parity("llama-basic")!, "model"), "--adapter", config, "--out", Path.Combine(dir, "art"));
+        Assert.AreEqual(1, code, err);
+        StringAssert.Contains(err, config);
+        StringAssert.Contains(err, "UTF-8");
+        Assert.DoesNotContain("   at ", err);
+    }
+}
