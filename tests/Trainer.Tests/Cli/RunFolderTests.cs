@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using MixLoRA.Cli;
 using MixLoRA.Trainer.Tests.Data;
+using MixLoRA.Trainer.Tests.Fixtures;
 
 namespace MixLoRA.Trainer.Tests.Cli;
 
@@ -26,22 +27,12 @@ public sealed class RunFolderTests
         ["train", "--artifacts", artifacts, "--data", Path.Combine(Parity, "data.jsonl"), "--out", output, "--batch-size", "2",
          "--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture), "--lr", "0.001", "--quiet"];
 
-    /// <summary>The CLI in a child process (its own signals and locks), output captured.</summary>
-    private static Process Start(string[] args)
-    {
-        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) != Path.GetFileNameWithoutExtension(typeof(Commands).Assembly.Location))
-            psi.ArgumentList.Add(typeof(Commands).Assembly.Location);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        return Process.Start(psi)!;
-    }
+    private static Process Start(string[] args) => ChildCli.Start(args);
 
     private static (int Code, string Err) Finish(Process p)
     {
-        var err = p.StandardError.ReadToEndAsync();
-        _ = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        return (p.ExitCode, err.Result);
+        var (code, _, err) = ChildCli.Finish(p);
+        return (code, err);
     }
 
     private static byte[] Adapter(string run) => File.ReadAllBytes(Path.Combine(run, "adapter", "adapter_model.safetensors"));

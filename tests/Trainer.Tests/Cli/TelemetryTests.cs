@@ -1,6 +1,5 @@
-using System.Diagnostics;
-using MixLoRA.Cli;
 using MixLoRA.Trainer.Tests.Data;
+using MixLoRA.Trainer.Tests.Fixtures;
 
 namespace MixLoRA.Trainer.Tests.Cli;
 
@@ -12,19 +11,12 @@ public sealed class TelemetryTests
     public void ARunWritesNothingUnderTheUsersCache()
     {
         var home = TestFiles.TempDir();
-        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) != Path.GetFileNameWithoutExtension(typeof(Commands).Assembly.Location))
-            psi.ArgumentList.Add(typeof(Commands).Assembly.Location);                      // dotnet testhost → dotnet app.dll
-        foreach (var a in new[] { "doctor", "--device", "cpu", "--smoke" }) psi.ArgumentList.Add(a);
-        psi.Environment["HOME"] = home;
-        psi.Environment.Remove("ORT_DISABLE_TELEMETRY");
-        psi.Environment.Remove("ORT_TELEMETRY_DISABLED");
-        psi.Environment.Remove("XDG_CACHE_HOME");
-        using var p = Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        var output = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        Assert.AreEqual(0, p.ExitCode, output + err.Result);
+        using var p = ChildCli.Start(["doctor", "--device", "cpu", "--smoke"], new Dictionary<string, string?>
+        {
+            ["HOME"] = home, ["ORT_DISABLE_TELEMETRY"] = null, ["ORT_TELEMETRY_DISABLED"] = null, ["XDG_CACHE_HOME"] = null,
+        });
+        var (code, output, err) = ChildCli.Finish(p);
+        Assert.AreEqual(0, code, output + err);
         StringAssert.Contains(output, "bound run ... ok");
         var cache = Path.Combine(home, ".cache", "Microsoft", "DeveloperTools");
         Assert.IsFalse(Directory.Exists(cache), $"ONNX Runtime wrote {string.Join(", ", Directory.Exists(cache) ? Directory.GetFileSystemEntries(cache, "*", SearchOption.AllDirectories) : [])}");
