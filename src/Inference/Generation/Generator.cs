@@ -20,14 +20,22 @@ public sealed record SamplingOptions(int MaxNewTokens = 128, double Temperature 
 /// </summary>
 public sealed class Generator(ExportedModel model, ITokenizer tokenizer)
 {
-    /// <summary>Token ids that end generation: the model's eos_token_id(s) and the tokenizer's EOS.</summary>
-    public IReadOnlySet<int> StopIds { get; } = model.Config.EosTokenIds.Concat(tokenizer.EosId is { } e ? [e] : []).ToHashSet();
+    /// <summary>Token ids that end generation: eos_token_id of config.json and of generation_config.json (an id or a list) and the tokenizer's EOS.</summary>
+    public IReadOnlySet<int> StopIds { get; } = model.Config.EosTokenIds.Concat(GenerationEos(model.Folder)).Concat(tokenizer.EosId is { } e ? [e] : []).ToHashSet();
+
+    private static int[] GenerationEos(string folder)
+    {
+        var file = Path.Combine(folder, "generation_config.json");
+        return File.Exists(file) ? GraphBuilder.IO.JsonFields.Load(file).IntOrIntList("eos_token_id") : [];
+    }
 
     /// <summary>Generates after <paramref name="prompt"/> ids; <paramref name="onToken"/> sees each new id as it is chosen.</summary>
     public IReadOnlyList<int> Generate(IReadOnlyList<int> prompt, SamplingOptions o, Action<int>? onToken = null)
     {
         o.Validate();
         if (prompt.Count == 0) throw Fail.User("the prompt encodes to no tokens", "give a non-empty --prompt");
+        Fail.If(prompt.Count >= model.Config.MaxPositionEmbeddings, $"the prompt has {prompt.Count} tokens; the model's context holds {model.Config.MaxPositionEmbeddings}",
+            "shorten the prompt so that at least one new token fits");
         var rng = new Random(o.Seed);
         var generated = new List<int>();
         var cache = model.EmptyCache(1);
