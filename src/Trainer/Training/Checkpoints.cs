@@ -36,14 +36,17 @@ public static class Checkpoints
     }
 
     /// <summary>The newest complete checkpoint under OUT (of step <paramref name="atMost"/> or earlier when given), or null.</summary>
-    public static string? Latest(string outDir, long atMost = long.MaxValue)
+    public static string? Latest(string outDir, long atMost = long.MaxValue) => All(outDir, atMost) is [.., var last] ? last : null;
+
+    /// <summary>The complete checkpoints of a run folder, oldest first (optionally up to step <paramref name="atMost"/>).</summary>
+    public static IReadOnlyList<string> All(string outDir, long atMost = long.MaxValue)
     {
         var root = Path.Combine(outDir, "checkpoints");
-        if (!Directory.Exists(root)) return null;
-        return Directory.GetDirectories(root, "step-*")
+        if (!Directory.Exists(root)) return [];
+        return [.. Directory.GetDirectories(root, "step-*")
             .Where(d => !d.EndsWith(".tmp", StringComparison.Ordinal) && File.Exists(Path.Combine(d, "state.json")))
             .Select(d => (d, n: long.TryParse(Path.GetFileName(d)["step-".Length..], out var n) ? n : -1))
-            .Where(p => p.n >= 0 && p.n <= atMost).OrderBy(p => p.n).Select(p => p.d).LastOrDefault();
+            .Where(p => p.n >= 0 && p.n <= atMost).OrderBy(p => p.n).Select(p => p.d)];
     }
 
     public static (CheckpointInfo Info, AdapterWeights Params, AdapterWeights M, AdapterWeights V) Load(string dir)

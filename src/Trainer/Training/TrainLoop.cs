@@ -82,7 +82,11 @@ public static class TrainLoop
     }
 
     private sealed record RunContext(TrainOptions O, StepRunner Runner, BatchStream Stream, LrSchedule Schedule, AdapterConfig Adapter, Metrics Metrics, BatchStream? Eval, long Total,
-        StopSignals? Signals = null);
+        StopSignals? Signals = null)
+    {
+        /// <summary>The lm_loss above which a run counts as diverged: 4 · ln V, at least 20.</summary>
+        public double DivergedAbove { get; } = Math.Max(20, 4 * Math.Log(ModelConfig.Load(Runner.Manifest.ModelPath).VocabSize));
+    }
 
     private static TrainSummary Loop(RunContext c, long start, TextWriter log)
     {
@@ -98,6 +102,7 @@ public static class TrainLoop
             var t0 = clock.Elapsed.TotalSeconds;
             var r = c.Runner.Step(c.Stream.NextStep(), step + 1, lr);
             if (!double.IsFinite(r.Loss) || !double.IsFinite(r.GradNorm)) StopNonFinite(c, step, r);
+            if (step > start && r.LmLoss > c.DivergedAbove) StopDiverged(c, step, r, c.DivergedAbove);
             (first, last, tokens, load) = (double.IsNaN(first) ? r.Loss : first, r.Loss, tokens + r.Tokens, r.RouterLoad);
             c.Metrics.Step(step, r, lr, clock.Elapsed.TotalSeconds - t0);
             var done = step + 1;
@@ -147,9 +152,25 @@ public static class TrainLoop
         c.Metrics.Finish();
         var lossBad = !double.IsFinite(r.Loss);
         var what = lossBad ? $"the loss became {r.Loss}" : $"the gradient norm became {r.GradNorm} (loss {r.Loss:G6})";
-        var keep = Checkpoints.Latest(c.O.Out, lossBad ? step - 1 : step);
-        var where = keep != null ? $"the last good checkpoint is {keep}" : "no checkpoint was saved before it (use --save-steps N to keep some)";
+        var keep = NewestFinite(c.O.Out);
+        var where = keep != null ? $"the newest checkpoint with finite weights is {keep}" : "no checkpoint with finite weights was saved before it (use --save-steps N to keep some)";
         throw Fail.User($"{what} at step {step}; training stopped and {where}", "lower --lr or set --max-grad-norm, then start again (or --resume from the checkpoint)");
+    }
+
+    /// <summary>The newest checkpoint whose adapter parameters are all finite, or null.</summary>
+    private static string? NewestFinite(string outDir) =>
+        Checkpoints.All(outDir).Reverse().FirstOrDefault(d => Checkpoints.Load(d).Params.Values.All(t => t.Data.All(float.IsFinite)));
+
+    /// <summary>
+    /// A finite loss far above what guessing uniformly over the vocabulary gives (4 · ln V, at least 20) after the
+    /// first step means the run diverged (e.g. --lr far too high): stop rather than train to the end on exploded weights.
+    /// </summary>
+    private static void StopDiverged(RunContext c, long step, StepResult r, double bound)
+    {
+        c.Metrics.Finish();
+        var keep = NewestFinite(c.O.Out);
+        throw Fail.User($"the loss {r.Loss:G4} at step {step} is above {bound:G3} (4·ln of the vocabulary): training diverged and stopped"
+            + (keep != null ? $"; the newest checkpoint with finite weights is {keep}" : ""), "lower --lr or set --max-grad-norm, then start again");
     }
 
     private static void RunEval(RunContext c, long step)

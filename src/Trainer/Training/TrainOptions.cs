@@ -55,6 +55,9 @@ public sealed record TrainOptions
         Fail.If(BatchSize < 1, $"--batch-size {BatchSize} must be positive", "use --batch-size 1 or more");
         Fail.If(MicroBatchSize is < 1, $"--micro-batch-size {MicroBatchSize} must be positive", "use the artifacts' micro-batch size (or leave the flag out)");
         Fail.If(!(Lr > 0) || double.IsInfinity(Lr), $"--lr {Lr} must be a positive number", "use e.g. --lr 2e-4");
+        // AdamW moves every weight by about lr per step whatever the gradient's size: above 1 the adapter explodes
+        // (measured: --lr 1e6 trains to the end on exploded weights with the loss stuck at ln V)
+        Fail.If(Lr > 1, $"--lr {Lr} would move every adapter weight by about {Lr:G3} per AdamW step", "fine-tuning uses 1e-5 to 1e-2, e.g. --lr 2e-4");
         Fail.If(!(WeightDecay >= 0), $"--weight-decay {WeightDecay} must be zero or positive", "use e.g. --weight-decay 0.01");
         Fail.If(WarmupSteps < 0, $"--warmup-steps {WarmupSteps} must be zero or positive", "use --warmup-steps 0 or more");
         Fail.If(MaxGradNorm is { } g && !(g > 0), $"--max-grad-norm {MaxGradNorm} must be positive", "use e.g. --max-grad-norm 1.0, or leave it out for no clipping");

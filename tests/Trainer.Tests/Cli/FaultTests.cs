@@ -87,4 +87,15 @@ public sealed class FaultTests
         StringAssert.Contains(err, "UTF-8");
         Assert.DoesNotContain("   at ", err);
     }
+
+    [TestMethod]
+    public void AnExplodingLearningRateIsRefused()
+    {
+        var data = Path.Combine(TestFiles.Parity("llama-basic")!, "data.jsonl");
+        var run = Path.Combine(TestFiles.TempDir(), "run");
+        var (code, err) = Cli("train", "--artifacts", Artifacts, "--data", data, "--out", run, "--quiet", "--batch-size", "2", "--steps", "2", "--lr", "1e12");
+        Assert.AreEqual(1, code, err);
+        StringAssert.Contains(err, "--lr 1000000000000");
+        Assert.IsFalse(Directory.Exists(run));
+    }
 }
