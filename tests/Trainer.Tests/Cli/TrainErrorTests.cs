@@ -119,22 +119,25 @@ public sealed class TrainErrorTests
     }
 
     [TestMethod]
-    public void NonFiniteLossStopsAndNamesTheLastGoodCheckpoint()
+    public void NonFiniteLossStopsAndNamesTheNewestFiniteCheckpoint()
     {
-        // lr 1e6 with weight decay 1 multiplies every weight by (1 - 1e6) per step: float32 overflows within a few steps
+        // decoupled weight decay 1e6 at lr 1 multiplies every weight by (1 - 1e6) per step: float32 overflows within a few steps
         var output = Path.Combine(TestFiles.TempDir(), "run");
         string[] args = ["train", "--artifacts", Artifacts, "--data", TrainFixture.Data, "--out", output, "--batch-size", "2", "--steps", "12",
-            "--lr", "1e6", "--weight-decay", "1", "--save-steps", "1", "--quiet"];
-        var err = AssertError(1, Cli(args), "at step", "the last good checkpoint is", "--lr");
+            "--lr", "1", "--weight-decay", "1e6", "--save-steps", "1", "--quiet"];
+        var err = AssertError(1, Cli(args), "at step", "the newest checkpoint with finite weights is", "--lr");
         var step = int.Parse(System.Text.RegularExpressions.Regex.Match(err, @"became \S+ at step (\d+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         Assert.IsGreaterThan(0, step, err);
         var losses = TrainFixture.Losses(output);
         Assert.HasCount(step, losses, "metrics of the good steps only");
         Assert.IsTrue(losses.All(double.IsFinite));
-        // step-N holds the weights step N's loss was computed with: the last with a finite loss is step-(N-1)
-        var keep = Path.Combine(output, "checkpoints", $"step-{step - 1}");
-        Assert.Contains($"checkpoint is {keep}", err);
-        Assert.IsTrue(AdapterWeights.Load(Path.Combine(keep, "adapter")).Values.All(t => t.Data.All(float.IsFinite)), "the kept checkpoint is finite");
+        static bool Finite(string checkpoint) => AdapterWeights.Load(Path.Combine(checkpoint, "adapter")).Values.All(t => t.Data.All(float.IsFinite));
+        var named = System.Text.RegularExpressions.Regex.Match(err, @"finite weights is (\S+?step-(\d+))").Groups;
+        var keep = named[1].Value;
+        Assert.IsTrue(Finite(keep), $"the named checkpoint {keep} is finite");
+        var newer = Directory.GetDirectories(Path.Combine(output, "checkpoints"), "step-*")
+            .Where(d => int.Parse(Path.GetFileName(d)["step-".Length..], System.Globalization.CultureInfo.InvariantCulture) > int.Parse(named[2].Value, System.Globalization.CultureInfo.InvariantCulture));
+        Assert.IsTrue(newer.All(d => !Finite(d)), "every newer checkpoint holds non-finite weights");
         Assert.IsFalse(Directory.Exists(Path.Combine(output, "checkpoints", $"step-{step + 1}")), "nothing saved after the failed step");
         Assert.IsFalse(Directory.Exists(Path.Combine(output, "adapter")), "no final adapter from a failed run");
     }
@@ -145,6 +148,7 @@ public sealed class TrainErrorTests
         AssertError(1, Cli(Train(TrainFixture.Data, "--steps", "-5")), "--steps -5 must be positive");
         AssertError(1, Cli(Train(TrainFixture.Data, "--batch-size", "3")), "--batch-size 3 is not a multiple of the micro-batch size 2");
         AssertError(1, Cli(Train(TrainFixture.Data, "--lr", "-0.1")), "--lr -0.1 must be a positive number");
+        AssertError(1, Cli(Train(TrainFixture.Data, "--lr", "3")), "--lr 3 would move every adapter weight");
         AssertError(1, Cli(Train(TrainFixture.Data, "--eval-steps", "2")), "--eval-steps 2 without --eval-data");
         AssertError(2, Cli(Train(TrainFixture.Data, "--steps", "many")), "--steps 'many' is not an integer");
         AssertError(2, Cli(Train(TrainFixture.Data, "--no-such-flag")), "--no-such-flag");
