@@ -143,9 +143,8 @@ public static class TrainLoop
     }
 
     /// <summary>
-    /// Stops on a non-finite loss or gradient and names the last good checkpoint: `step-N` holds the weights
-    /// step N's loss was computed with, so after a non-finite loss at step N the good ones are those before N
-    /// (after a non-finite gradient with a finite loss, step-N itself is still good). Nothing is saved.
+    /// Stops on a non-finite loss or gradient and names the newest checkpoint whose weights are all finite
+    /// (read back to check), or says there is none. Nothing is saved.
     /// </summary>
     private static void StopNonFinite(RunContext c, long step, StepResult r)
     {
