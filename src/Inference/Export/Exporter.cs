@@ -133,7 +133,11 @@ public static class Exporter
         return new TensorData(v.Name, v.DType, [.. want], TensorConvert.FromFloat32(t.Data, v.DType));
     }
 
-    private static ExportResult Write(ExportOptions o, ModelConfig cfg, Graph graph, IReadOnlyList<TensorData> bound)
+    /// <summary>The export folder appears only when complete: written beside it and renamed over it.</summary>
+    private static ExportResult Write(ExportOptions o, ModelConfig cfg, Graph graph, IReadOnlyList<TensorData> bound) =>
+        GraphBuilder.IO.AtomicFolder.Write(o.OutDir, "mixlora-export", tmp => WriteInto(o with { OutDir = tmp }, cfg, graph, bound)) with { OutDir = o.OutDir };
+
+    private static ExportResult WriteInto(ExportOptions o, ModelConfig cfg, Graph graph, IReadOnlyList<TensorData> bound)
     {
         Directory.CreateDirectory(o.OutDir);
         var files = new List<string> { ModelFile, DataFile };

@@ -29,6 +29,12 @@ public static class ArtifactsBuilder
         Fail.If(o.SeqLen < 2, $"--seq-len {o.SeqLen} is too short", "use at least 2");
         Fail.If(o.MicroBatch < 1, $"--micro-batch-size {o.MicroBatch} must be positive", "use 1 or more");
         Fail.If(o.Device == Device.Cpu && o.DType != DType.Float32, $"--dtype {o.DType.Name()} on the CPU", "the CPU provider computes in float32: use --dtype float32, or --device cuda");
+        // the folder appears only when complete: written beside it and renamed over it (a failure leaves the old one)
+        return GraphBuilder.IO.AtomicFolder.Write(o.OutDir, "mixlora-build-graph", tmp => Emit(o with { OutDir = tmp }, cfg, adapterCfg, log));
+    }
+
+    private static Manifest Emit(BuildOptions o, ModelConfig cfg, AdapterConfig adapterCfg, TextWriter? log)
+    {
         Directory.CreateDirectory(o.OutDir);
         var fused = Runtime.Kernels.FusedKernels.For(o.Fused, o.Device, o.DType, log);
         var spec = new TrainSpec(cfg, adapterCfg, new Shapes(o.MicroBatch, o.SeqLen), o.DType, o.DType, Checkpointing: o.Checkpointing, Fused: fused);

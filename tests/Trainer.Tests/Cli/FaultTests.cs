@@ -98,4 +98,31 @@ public sealed class FaultTests
         StringAssert.Contains(err, "--lr 1000000000000");
         Assert.IsFalse(Directory.Exists(run));
     }
+
+    [TestMethod]
+    public void AFailedBuildGraphLeavesTheOldArtifactsAsTheyWere()
+    {
+        var p = TestFiles.Parity("llama-basic")!;
+        var work = TestFiles.TempDir();
+        var artifacts = Path.Combine(work, "artifacts");
+        Assert.AreEqual(0, Commands.Run(["build-graph", "--model", Path.Combine(p, "model"), "--adapter", Path.Combine(p, "adapter_init"), "--out", artifacts, "--seq-len", "64"]));
+        var before = Directory.GetFiles(artifacts, "*", SearchOption.AllDirectories).ToDictionary(f => f, File.ReadAllBytes);
+        var bad = TestFiles.Write(work, "bad_adapter.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"lora_dropout\": 0, \"target_modules\": [\"qkv_proj\"]}");
+        var (code, err) = Cli("build-graph", "--model", Path.Combine(p, "model"), "--adapter", bad, "--out", artifacts, "--seq-len", "32");
+        Assert.AreEqual(1, code, err);
+        StringAssert.Contains(err, "qkv_proj");
+        CollectionAssert.AreEquivalent(before.Keys.ToArray(), Directory.GetFiles(artifacts, "*", SearchOption.AllDirectories));
+        foreach (var (f, bytes) in before) CollectionAssert.AreEqual(bytes, File.ReadAllBytes(f), f);
+        CollectionAssert.AreEquivalent(new[] { artifacts, bad }, Directory.GetFileSystemEntries(work), "no temporary or lock left beside it");
+    }
+
+    [TestMethod]
+    public void AFailedBuildGraphIntoANewFolderLeavesNothing()
+    {
+        var p = TestFiles.Parity("llama-basic")!;
+        var work = TestFiles.TempDir();
+        var (code, err) = Cli("build-graph", "--model", Path.Combine(p, "model"), "--adapter", Path.Combine(p, "adapter_init"), "--out", Path.Combine(work, "art"), "--seq-len", "1");
+        Assert.AreEqual(1, code, err);
+        Assert.IsEmpty(Directory.GetFileSystemEntries(work), string.Join(", ", Directory.GetFileSystemEntries(work)));
+    }
 }
