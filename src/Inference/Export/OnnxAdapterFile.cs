@@ -119,10 +119,23 @@ public static class OnnxAdapterFile
         }
     }
 
-    /// <summary>Reads an adapter file (any FlatBuffer layout of the schema, not only ours).</summary>
+    /// <summary>Reads an adapter file (any FlatBuffer layout of the schema, not only ours); a truncated or corrupt one is a <see cref="UserError"/>.</summary>
     public static OnnxAdapter Read(string path)
     {
         var buf = File.ReadAllBytes(path);
+        try
+        {
+            return Parse(path, buf);
+        }
+        catch (Exception e) when (e is ArgumentOutOfRangeException or IndexOutOfRangeException or ArgumentException or OverflowException)
+        {
+            throw Fail.InFile(path, "FlatBuffer", $"an offset points outside the file's {buf.Length} bytes (truncated or corrupt)",
+                "write it again with mixlora-export --onnx-adapter");
+        }
+    }
+
+    private static OnnxAdapter Parse(string path, byte[] buf)
+    {
         if (buf.Length < 8 || Encoding.ASCII.GetString(buf, 4, 4) != Identifier)
         {
             throw Fail.InFile(path, "header", $"file identifier is not \"{Identifier}\"", "pass an ORT LoRA adapter (.onnx_adapter) file");

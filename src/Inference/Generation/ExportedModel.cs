@@ -74,8 +74,30 @@ public sealed class ExportedModel : IDisposable
         if (onnxAdapter != null)
         {
             if (!File.Exists(onnxAdapter)) throw Fail.User($"adapter file '{onnxAdapter}' does not exist", "pass an .onnx_adapter file written by mixlora-export --onnx-adapter");
+            CheckAdapter(onnxAdapter, path);
             _lora = OrtLoraAdapter.Create(onnxAdapter, null);
             _run.AddActiveLoraAdapter(_lora);
+        }
+    }
+
+    /// <summary>
+    /// The adapter file parses, and each of its tensors is an input of this model with the same shape: a merged
+    /// export (no adapter inputs) or another model's adapter is refused here instead of inside ORT.
+    /// </summary>
+    private void CheckAdapter(string file, string model)
+    {
+        var adapter = Export.OnnxAdapterFile.Read(file);
+        Fail.If(adapter.Parameters.Count == 0, $"{file} holds no adapter tensors", "write it again with mixlora-export --onnx-adapter");
+        foreach (var t in adapter.Parameters)
+        {
+            if (!_session.OverridableInitializerMetadata.TryGetValue(t.Name, out var meta) && !_session.InputMetadata.TryGetValue(t.Name, out meta))
+            {
+                throw Fail.User($"{file}: tensor '{t.Name}' is not an input of {model} (an export with merged or no adapter tensors)",
+                    "pass the adapter.onnx_adapter of this export, made with mixlora-export --onnx-adapter");
+            }
+            var want = meta.Dimensions.Select(d => (long)d).ToArray();
+            Fail.If(!want.SequenceEqual(t.Dims), $"{file}: tensor '{t.Name}' has shape [{string.Join(", ", t.Dims)}], {model} takes [{string.Join(", ", want)}]",
+                "use the adapter exported with this model");
         }
     }
 
