@@ -1,3 +1,4 @@
+using MixLoRA.Cli;
 using MixLoRA.GraphBuilder;
 using MixLoRA.Inference.Export;
 using MixLoRA.Inference.Generation;
@@ -37,5 +38,32 @@ public sealed class StopTests
         var e = Assert.ThrowsExactly<UserError>(() => new Generator(m, new SmallTokenizer()).Generate(prompt, new SamplingOptions(MaxNewTokens: 2)));
         StringAssert.Contains(e.Message, $"{prompt.Length} tokens");
         StringAssert.Contains(e.Message, $"{m.Config.MaxPositionEmbeddings}");
+    }
+
+    [TestMethod]
+    [DoNotParallelize]
+    public void APromptFileGivesTheSameTextAsThePromptFlag()
+    {
+        var dir = Exporter.Export(new ExportOptions(Files.ParityModel, Files.TempDir())).OutDir;
+        var services = new CommandServices(_ => new SmallTokenizer());
+        var file = Path.Combine(Files.TempDir(), "prompt.txt");
+        File.WriteAllText(file, "The cat sat");
+        string Run(params string[] args)
+        {
+            var (w, old) = (new StringWriter(), Console.Out);
+            Console.SetOut(w);
+            try
+            {
+                Assert.AreEqual(0, Commands.Run(["generate", "--model", dir, "--max-new-tokens", "4", .. args], services));
+            }
+            finally
+            {
+                Console.SetOut(old);
+            }
+            return w.ToString();
+        }
+        Assert.AreEqual(Run("--prompt", "The cat sat"), Run("--prompt-file", file));
+        Assert.AreEqual(1, Commands.Run(["generate", "--model", dir, "--prompt", "x", "--prompt-file", file], services));
+        Assert.AreEqual(1, Commands.Run(["generate", "--model", dir], services));
     }
 }
