@@ -43,6 +43,7 @@ public static class TrainLoop
         Fail.If(o.BatchSize < micro || o.BatchSize % micro != 0, $"--batch-size {o.BatchSize} is not a multiple of the micro-batch size {micro}", "use a multiple of --micro-batch-size");
         var examples = LoadData(o, o.Data, manifest);
         Fail.If(examples.Count == 0, "the training data has no records", "check the --data files");
+        WarnMaskedRecords(examples, Console.Error);                                        // warnings show with --quiet too
         var total = o.Steps ?? (long)Math.Ceiling(examples.Count * (o.Epochs ?? 1) / o.BatchSize);
         Fail.If(total < 1, $"--steps {total} must be positive", "use --steps N or --epochs N");
         var adapterCfg = AdapterConfig.Load(Path.Combine(o.Artifacts, manifest.AdapterDir));
@@ -81,6 +82,12 @@ public static class TrainLoop
         }
     }
 
+    /// <summary>Steps after which an adapter that has not changed in any bit draws a warning.</summary>
+    private const int FrozenWindow = 10;
+
+    private static bool Unchanged(AdapterWeights before, AdapterWeights after) =>
+        before.All(kv => after.TryGetValue(kv.Key, out var t) && kv.Value.Data.AsSpan().SequenceEqual(t.Data));
+
     private sealed record RunContext(TrainOptions O, StepRunner Runner, BatchStream Stream, LrSchedule Schedule, AdapterConfig Adapter, Metrics Metrics, BatchStream? Eval, long Total,
         StopSignals? Signals = null)
     {
@@ -96,6 +103,7 @@ public static class TrainLoop
         string? checkpoint = null;
         double[,]? load = null;
         var end = c.O.StopAfter is { } stop ? Math.Min(c.Total, start + stop) : c.Total;
+        var initial = end - start >= FrozenWindow ? c.Runner.State.Download(c.Runner.State.Params) : null;
         for (var step = start; step < end; step++)
         {
             var lr = c.Schedule.At((int)step);
@@ -105,6 +113,8 @@ public static class TrainLoop
             if (step > start && r.LmLoss > c.DivergedAbove) StopDiverged(c, step, r, c.DivergedAbove);
             (first, last, tokens, load) = (double.IsNaN(first) ? r.Loss : first, r.Loss, tokens + r.Tokens, r.RouterLoad);
             c.Metrics.Step(step, r, lr, clock.Elapsed.TotalSeconds - t0);
+            if (step == start + FrozenWindow - 1 && Unchanged(initial!, c.Runner.State.Download(c.Runner.State.Params)))
+                Console.Error.WriteLine($"warning: the adapter has not changed in {FrozenWindow} steps (loss {r.Loss:G7}): is --lr too small, or is every label masked?");
             var done = step + 1;
             if (c.O.SaveSteps > 0 && done % c.O.SaveSteps == 0 && done < end) checkpoint = Save(c, done);
             if (c.Eval != null && c.O.EvalSteps > 0 && done % c.O.EvalSteps == 0)
@@ -227,6 +237,15 @@ public static class TrainLoop
         var examples = DatasetLoader.Load(spec, tokenizer);
         CheckIds(examples, ModelConfig.Load(manifest.ModelPath).VocabSize);
         return examples;
+    }
+
+    /// <summary>One warning line when records carry no label token (all −100 after the shift): they add nothing to the loss.</summary>
+    private static void WarnMaskedRecords(IReadOnlyList<Example> examples, TextWriter log)
+    {
+        var masked = examples.Where(e => e.Labels.Skip(1).All(l => l == Example.IgnoreIndex)).ToArray();
+        if (masked.Length == 0) return;
+        log.WriteLine($"warning: {masked.Length} of {examples.Count} records have no label tokens (every label is −100; first: {masked[0].Source}), so they add nothing to the loss"
+            + " — check the template and --cutoff-len, or pass --train-on-inputs");
     }
 
     /// <summary>Token ids outside the vocabulary would index past the embedding inside ORT: refuse them first, naming the record.</summary>

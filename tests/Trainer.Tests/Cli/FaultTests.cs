@@ -125,4 +125,28 @@ public sealed class FaultTests
         Assert.AreEqual(1, code, err);
         Assert.IsEmpty(Directory.GetFileSystemEntries(work), string.Join(", ", Directory.GetFileSystemEntries(work)));
     }
+
+    [TestMethod]
+    public void SilentOdditiesPrintOneWarningLine()
+    {
+        var p = TestFiles.Parity("llama-basic")!;
+        var masked = TestFiles.Write(TestFiles.TempDir(), "masked.jsonl",
+            "{\"input_ids\": [1, 5, 6, 7], \"labels\": [-100, -100, -100, -100]}\n{\"input_ids\": [1, 8, 9, 10]}\n");
+        var (code, err) = Cli("train", "--artifacts", Artifacts, "--data", masked, "--out", Path.Combine(TestFiles.TempDir(), "run"), "--quiet",
+            "--batch-size", "2", "--steps", "1");
+        Assert.AreEqual(0, code, err);
+        StringAssert.Contains(err, "warning: 1 of 2 records have no label tokens");
+        StringAssert.Contains(err, "line 1");
+
+        (code, err) = Cli("train", "--artifacts", Artifacts, "--data", Path.Combine(p, "data.jsonl"), "--out", Path.Combine(TestFiles.TempDir(), "run"), "--quiet",
+            "--batch-size", "2", "--steps", "12", "--lr", "1e-20", "--no-shuffle");
+        Assert.AreEqual(0, code, err);
+        Assert.DoesNotContain("no label tokens", err);
+        // AdamW moves each weight by about lr a step: 1e-20 leaves every float32 weight as it was
+        StringAssert.Contains(err, "warning: the adapter has not changed in 10 steps");
+        (code, err) = Cli("train", "--artifacts", Artifacts, "--data", Path.Combine(p, "data.jsonl"), "--out", Path.Combine(TestFiles.TempDir(), "run"), "--quiet",
+            "--batch-size", "2", "--steps", "12", "--lr", "1e-3");
+        Assert.AreEqual(0, code, err);
+        Assert.AreEqual("", err, "a normal run warns about nothing");
+    }
 }
