@@ -1,3 +1,4 @@
+using MixLoRA.GraphBuilder.Adapters;
 using System.CommandLine;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Ops;
@@ -27,6 +28,8 @@ public static class BuildGraphCommand
             var o = new BuildOptions(p.GetValue(model)!, p.GetValue(adapter)!, p.GetValue(output)!, p.GetValue(seqLen), p.GetValue(micro),
                 DTypes.Parse(p.GetValue(dtype)!), OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(seed), p.GetValue(checkpointing), p.GetValue(noFused) ? FusedOps.None : FusedOps.All);
             Console.WriteLine($"building graphs for {o.ModelDir} into {o.OutDir}");
+            if (AdapterConfig.UnknownKeys(o.Adapter) is { Count: > 0 } unknown)
+                Console.Error.WriteLine($"warning: {o.Adapter}: keys {string.Join(", ", unknown)} are not read by mixlora (a typo of a known key?)");
             var m = ArtifactsBuilder.Build(o, Console.Out);
             Console.WriteLine($"wrote {o.OutDir}/manifest.json: {m.Trainable.Count} trainable tensors ({m.Trainable.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b)):N0} parameters), {m.Weights.Count} frozen weights");
             return 0;

@@ -99,6 +99,36 @@ public sealed partial record AdapterConfig
 
     public string ActivationFor(string modelHiddenAct) => ActFn ?? modelHiddenAct;
 
+    /// <summary>The keys this project reads, and PEFT's and the authors' own keys that carry nothing for the graphs.</summary>
+    private static readonly HashSet<string> KnownKeys =
+    [
+        "peft_type", "task_type", "r", "lora_alpha", "lora_dropout", "target_modules", "base_model_name_or_path", "use_rslora", "use_dora",
+        "lora_init", "act_fn", "routing_strategy", "num_experts", "top_k", "top_p", "temperature", "expert_lora", "router_aux_loss_coef",
+        "router_init_range", "router_loss", "jitter_noise",
+        // written by PEFT / the authors' tools, with defaults the graphs match or nothing to compute
+        "auto_mapping", "revision", "inference_mode", "fan_in_fan_out", "bias", "modules_to_save", "init_lora_weights", "layers_to_transform",
+        "layers_pattern", "rank_pattern", "alpha_pattern", "megatron_config", "megatron_core", "loftq_config", "layer_replication",
+        "runtime_config", "eva_config", "exclude_modules", "lora_bias", "use_qalora", "qalora_group_size", "trainable_token_indices",
+        "target_parameters", "corda_config", "ensure_weight_tying", "arrow_config", "alora_invocation_tokens", "peft_version", "dtype",
+        "lora_r", "router_z_loss_coef", "expert_capacity", "sparse_step",
+    ];
+
+    /// <summary>
+    /// Keys of <paramref name="pathOrDir"/>'s adapter_config.json that nothing reads and that ask for something (a
+    /// value other than null, false or empty), for a warning: a typo would pass silently otherwise. PEFT adds new
+    /// keys every release, all null or false unless used.
+    /// </summary>
+    public static IReadOnlyList<string> UnknownKeys(string pathOrDir)
+    {
+        var file = Directory.Exists(pathOrDir) ? Path.Combine(pathOrDir, FileName) : pathOrDir;
+        if (!File.Exists(file)) return [];
+        var f = JsonFields.Load(file);
+        static bool Inert(System.Text.Json.JsonElement v) => v.ValueKind is System.Text.Json.JsonValueKind.Null or System.Text.Json.JsonValueKind.False
+            || (v.ValueKind == System.Text.Json.JsonValueKind.Array && v.GetArrayLength() == 0)
+            || (v.ValueKind == System.Text.Json.JsonValueKind.Object && !v.EnumerateObject().Any());
+        return [.. f.Keys.Where(k => !KnownKeys.Contains(k) && f.Get(k) is { } v && !Inert(v)).Order(StringComparer.Ordinal)];
+    }
+
     /// <summary>Reads adapter_config.json from a file path or an adapter folder.</summary>
     public static AdapterConfig Load(string pathOrDir)
     {

@@ -149,4 +149,18 @@ public sealed class FaultTests
         Assert.AreEqual(0, code, err);
         Assert.AreEqual("", err, "a normal run warns about nothing");
     }
+
+    [TestMethod]
+    public void UnknownAdapterConfigKeysAreNamed()
+    {
+        var p = TestFiles.Parity("llama-basic")!;
+        var dir = TestFiles.TempDir();
+        var config = TestFiles.Write(dir, "adapter_config.json",
+            "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"lora_dropout\": 0, \"target_modules\": [\"q_proj\"], \"use_rs_lora\": true, \"bias\": \"none\"}");
+        var (code, err) = Cli("build-graph", "--model", Path.Combine(p, "model"), "--adapter", config, "--out", Path.Combine(dir, "art"), "--seq-len", "16");
+        Assert.AreEqual(0, code, err);
+        StringAssert.Contains(err, "warning:");
+        StringAssert.Contains(err, "use_rs_lora");
+        Assert.DoesNotContain("bias", err, "PEFT's own keys are known");
+    }
 }
