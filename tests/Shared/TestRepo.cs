@@ -22,6 +22,60 @@ internal static class TestRepo
         return Directory.Exists(p) ? p : null;
     }
 
+    /// <summary>
+    /// A fresh folder under /tmp/GROUP/PID: every temporary folder of this test process lives below one run folder,
+    /// which <see cref="DeleteRunFolders"/> removes when the assembly's tests end (and folders of processes that
+    /// died are removed the next time).
+    /// </summary>
+    public static string NewTempDir(string group, string? tag = null)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), group, Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            tag is null ? Guid.NewGuid().ToString("N") : $"{tag}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
+    /// <summary>Removes this process's run folders and those of processes no longer running (called at assembly cleanup).</summary>
+    public static void DeleteRunFolders(params string[] groups)
+    {
+        foreach (var group in groups)
+        {
+            var root = Path.Combine(Path.GetTempPath(), group);
+            if (!Directory.Exists(root)) continue;
+            foreach (var run in Directory.GetDirectories(root))
+            {
+                var name = Path.GetFileName(run);
+                var mine = name == Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                if (!mine && (!int.TryParse(name, out var pid) || Alive(pid))) continue;
+                try
+                {
+                    Directory.Delete(run, recursive: true);
+                }
+                catch (IOException)
+                {
+                    // a file still open by a child process: left for the next run
+                }
+                catch (UnauthorizedAccessException)
+                {
+                    // likewise
+                }
+            }
+        }
+    }
+
+    private static bool Alive(int pid)
+    {
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+    }
+
     private static string FindRoot()
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)

@@ -10,11 +10,9 @@ public static class Repo
     public static string Parity(string caseName, params string[] parts) =>
         Path.Combine([Shared, "parity", caseName, .. parts]);
 
-    /// <summary>A fresh empty temp folder, removed by the caller (or left in /tmp).</summary>
+    /// <summary>A fresh empty temp folder under this test run's folder, removed when the assembly's tests end.</summary>
     public static string TempDir(string tag)
     {
-        var d = Path.Combine(Path.GetTempPath(), "mixlora-tests", $"{tag}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(d);
-        return d;
+        return MixLoRA.Tests.TestRepo.NewTempDir("mixlora-tests", tag);
     }
 }

@@ -22,9 +22,7 @@ internal static class Files
 
     public static string TempDir()
     {
-        var dir = Path.Combine(Path.GetTempPath(), "mixlora-inference-tests", Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        return dir;
+        return MixLoRA.Tests.TestRepo.NewTempDir("mixlora-inference-tests");
     }
 }
 

@@ -45,9 +45,7 @@ internal static class TestFiles
 {
     public static string TempDir()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "mixlora-data-tests", Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        return dir;
+        return MixLoRA.Tests.TestRepo.NewTempDir("mixlora-data-tests");
     }
 
     public static string Write(string dir, string name, string content)
