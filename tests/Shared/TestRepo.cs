@@ -14,6 +14,12 @@ internal static class TestRepo
 
     public static string Shared => SharedDir.Value ?? throw new DirectoryNotFoundException($"no shared/ folder in or beside {Root} (set MIXLORA_SHARED)");
 
+    /// <summary>The model families with transformers/PEFT reference cases in tests/fixtures/families (tools/make-family-cases.py).</summary>
+    public static IEnumerable<object[]> Families => new[] { "qwen3", "gemma2", "gemma3_text", "phi3", "llama3" }.Select(f => new object[] { f });
+
+    /// <summary>tests/fixtures/families/FAMILY: model/, data.jsonl, adapter_init/, adapter_final/, expected/.</summary>
+    public static string FamilyCase(string family) => Path.Combine(Root, "tests", "fixtures", "families", family);
+
     /// <summary>shared/parity/CASE, or null when there is no such folder.</summary>
     public static string? FindParity(string caseName)
     {

@@ -42,7 +42,7 @@ public static class DemoCommand
         command.SetAction(p =>
         {
             var settings = new DemoSettings(p.GetValue(output) ?? DefaultRoot(), p.GetValue(steps), p.GetValue(lr), p.GetValue(seed),
-                OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(saveBin), p.GetValue(quiet), !p.GetValue(composed));
+                OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(saveBin), p.GetValue(quiet), p.GetValue(composed) ? GraphBuilder.Ops.FusedOps.None : GraphBuilder.Ops.FusedOps.All);
             Execute(settings, Console.Out);
             return 0;
         });
@@ -50,8 +50,9 @@ public static class DemoCommand
     }
 
     /// <summary>The demo's knobs.</summary>
-    /// <param name="FusedKernels">false builds composed graphs (as `--no-fused-kernels`); Debug test builds run them faster.</param>
-    public sealed record DemoSettings(string Root, int Steps, double Lr, int Seed, Device Device, bool SaveBin = false, bool Quiet = false, bool FusedKernels = true);
+    /// <param name="Fused">the fused ops to build with (None: composed graphs, as `--no-fused-kernels`; Debug test builds run them faster).</param>
+    public sealed record DemoSettings(string Root, int Steps, double Lr, int Seed, Device Device, bool SaveBin = false, bool Quiet = false,
+        GraphBuilder.Ops.FusedOps Fused = GraphBuilder.Ops.FusedOps.All);
 
     /// <summary>Records per optimizer step (one micro-batch).</summary>
     public const int Batch = 16;
@@ -77,9 +78,9 @@ public static class DemoCommand
         log.WriteLine($"  data: {string.Join(", ", tasks.Select(t => $"{t.Name} {t.Records.Count}"))} training records (+ {string.Join("/", tasks.Select(t => t.HeldOut.Count))} held out); sequence length {seqLen}");
         log.WriteLine($"  adapter: MixLoRA, 4 experts, top-2, r 8 on q/k/v/o/gate/up/down");
         if (Directory.Exists(run)) Directory.Delete(run, true);
-        var manifest = ArtifactsBuilder.Build(new BuildOptions(model, adapterFile, artifacts, seqLen, MicroBatch: Batch, Device: s.Device, Seed: s.Seed, Fused: s.FusedKernels ? GraphBuilder.Ops.FusedOps.All : GraphBuilder.Ops.FusedOps.None), s.Quiet ? null : log);
+        var manifest = ArtifactsBuilder.Build(new BuildOptions(model, adapterFile, artifacts, seqLen, MicroBatch: Batch, Device: s.Device, Seed: s.Seed, Fused: s.Fused), s.Quiet ? null : log);
         log.WriteLine($"  graphs: {artifacts} ({manifest.Trainable.Count} trainable tensors)");
-        log.WriteLine($"  same as: bin/mixlora-build-graph --model {model} --adapter {adapterFile} --out {artifacts} --seq-len {seqLen} --micro-batch-size {Batch}{(s.FusedKernels ? "" : " --no-fused-kernels")}");
+        log.WriteLine($"  same as: bin/mixlora-build-graph --model {model} --adapter {adapterFile} --out {artifacts} --seq-len {seqLen} --micro-batch-size {Batch}{(s.Fused == GraphBuilder.Ops.FusedOps.None ? " --no-fused-kernels" : "")}");
         log.WriteLine($"           bin/mixlora-train --artifacts {artifacts} --data {string.Join(" --data ", dataArgs)} --template plain --out {run} --batch-size {Batch} --steps {s.Steps} --lr {s.Lr} --lr-scheduler cosine --warmup-steps {Math.Min(10, s.Steps / 10)} --seed {s.Seed}");
         var options = new TrainOptions
         {

@@ -41,7 +41,8 @@ public static class TrainLoop
         var micro = o.MicroBatchSize ?? manifest.MicroBatchSize;
         Fail.If(micro != manifest.MicroBatchSize, $"--micro-batch-size {micro} but the graphs were built for {manifest.MicroBatchSize}", $"rebuild with --micro-batch-size {micro} or drop the flag");
         Fail.If(o.BatchSize < micro || o.BatchSize % micro != 0, $"--batch-size {o.BatchSize} is not a multiple of the micro-batch size {micro}", "use a multiple of --micro-batch-size");
-        var examples = LoadData(o, o.Data, manifest);
+        var model = ModelConfig.Load(manifest.ModelPath);                                      // read once: vocabulary, pad id, divergence bound
+        var examples = LoadData(o, o.Data, manifest, model.VocabSize);
         Fail.If(examples.Count == 0, "the training data has no records", "check the --data files");
         WarnMaskedRecords(examples, Console.Error);                                        // warnings show with --quiet too
         var total = o.Steps ?? (long)Math.Ceiling(examples.Count * (o.Epochs ?? 1) / o.BatchSize);
@@ -55,13 +56,13 @@ public static class TrainLoop
         if (o.CudaGraph) OrtRuntime.CheckCudaGraphs(o.Device, adapterCfg.LoraDropout);
         var rt = o.CudaGraph ? OrtRuntime.For(o.Device).WithCudaGraphs() : OrtRuntime.For(o.Device);
         using var runner = new StepRunner(rt, manifest, o.Artifacts, optimizer, init, m, v);
-        var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, PadId(manifest), manifest.SeqLen, o.Shuffle, o.GroupByLength), position);
-        var evalData = o.EvalData.Count > 0 ? LoadData(o, o.EvalData, manifest) : null;
-        var eval = evalData is null ? null : new BatchStream(evalData, new BatchOptions(micro, micro, PadId(manifest), manifest.SeqLen), DataPosition.Start(0));
+        var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, model.PadTokenId ?? 0, manifest.SeqLen, o.Shuffle, o.GroupByLength), position);
+        var evalData = o.EvalData.Count > 0 ? LoadData(o, o.EvalData, manifest, model.VocabSize) : null;
+        var eval = evalData is null ? null : new BatchStream(evalData, new BatchOptions(micro, micro, model.PadTokenId ?? 0, manifest.SeqLen), DataPosition.Start(0));
         log.WriteLine($"training {examples.Count} records, {total} steps of {o.BatchSize} (micro-batch {micro}, seq {manifest.SeqLen}) on {o.Device.ToString().ToLowerInvariant()}{(start > 0 ? $", resuming at step {start}" : "")}");
         using var metrics = new Metrics(o.Out, start, total, o.Quiet);
         using var signals = o.HandleSignals ? new StopSignals(log) : null;
-        var ctx = new RunContext(o, runner, stream, schedule, adapterCfg, metrics, eval, total, signals);
+        var ctx = new RunContext(o, runner, stream, schedule, adapterCfg, metrics, eval, total, model.VocabSize, signals);
         return Loop(ctx, start, log);
     }
 
@@ -89,10 +90,10 @@ public static class TrainLoop
         before.All(kv => after.TryGetValue(kv.Key, out var t) && kv.Value.Data.AsSpan().SequenceEqual(t.Data));
 
     private sealed record RunContext(TrainOptions O, StepRunner Runner, BatchStream Stream, LrSchedule Schedule, AdapterConfig Adapter, Metrics Metrics, BatchStream? Eval, long Total,
-        StopSignals? Signals = null)
+        int VocabSize, StopSignals? Signals = null)
     {
         /// <summary>The lm_loss above which a run counts as diverged: 4 · ln V, at least 20.</summary>
-        public double DivergedAbove { get; } = Math.Max(20, 4 * Math.Log(ModelConfig.Load(Runner.Manifest.ModelPath).VocabSize));
+        public double DivergedAbove => Math.Max(20, 4 * Math.Log(VocabSize));
     }
 
     private static TrainSummary Loop(RunContext c, long start, TextWriter log)
@@ -166,9 +167,9 @@ public static class TrainLoop
         throw Fail.User($"{what} at step {step}; training stopped and {where}", "lower --lr or set --max-grad-norm, then start again (or --resume from the checkpoint)");
     }
 
-    /// <summary>The newest checkpoint whose adapter parameters are all finite, or null.</summary>
+    /// <summary>The newest checkpoint whose adapter parameters are all finite (its adapter read back, not its moments), or null.</summary>
     private static string? NewestFinite(string outDir) =>
-        Checkpoints.All(outDir).Reverse().FirstOrDefault(d => Checkpoints.Load(d).Params.Values.All(t => t.Data.All(float.IsFinite)));
+        Checkpoints.All(outDir).Reverse().FirstOrDefault(d => AdapterWeights.Load(Path.Combine(d, "adapter")).Values.All(t => t.Data.All(float.IsFinite)));
 
     /// <summary>
     /// A finite loss far above what guessing uniformly over the vocabulary gives (4 · ln V, at least 20) after the
@@ -222,7 +223,7 @@ public static class TrainLoop
         return (0, DataPosition.Start(o.Seed), AdapterStore.CheckedLoad(Path.Combine(o.Artifacts, manifest.AdapterDir), trainable), null, null);
     }
 
-    private static IReadOnlyList<Example> LoadData(TrainOptions o, IReadOnlyList<DataSource> sources, Manifest manifest)
+    private static IReadOnlyList<Example> LoadData(TrainOptions o, IReadOnlyList<DataSource> sources, Manifest manifest, int vocab)
     {
         var spec = new DatasetSpec(sources)
         {
@@ -235,7 +236,7 @@ public static class TrainLoop
             ? (File.Exists(t) ? HfTokenizer.Load(t) : HfTokenizer.FromDirectory(t))
             : HfTokenizer.FromDirectory(manifest.ModelPath));
         var examples = DatasetLoader.Load(spec, tokenizer);
-        CheckIds(examples, ModelConfig.Load(manifest.ModelPath).VocabSize);
+        CheckIds(examples, vocab);
         return examples;
     }
 
@@ -259,8 +260,6 @@ public static class TrainLoop
                     "tokenize with this model's tokenizer (mixlora-data tokenize), or fix the record");
         }
     }
-
-    private static int PadId(Manifest m) => ModelConfig.Load(m.ModelPath).PadTokenId ?? 0;
 
     private static void CheckModel(Manifest m, string artifacts)
     {

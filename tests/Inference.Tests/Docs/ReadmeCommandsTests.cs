@@ -30,7 +30,7 @@ public sealed class ReadmeCommandsTests
 
     /// <summary>One default demo run (300 steps, seed 7) for both tests; composed graphs (see the class summary).</summary>
     private static readonly Lazy<DemoResult> Demo = new(() => DemoCommand.Execute(
-        new DemoCommand.DemoSettings(Path.Combine(Files.TempDir(), "demo"), Steps: 300, Lr: 3e-3, Seed: 7, Device.Cpu, Quiet: true, FusedKernels: false), Log));
+        new DemoCommand.DemoSettings(Path.Combine(Files.TempDir(), "demo"), Steps: 300, Lr: 3e-3, Seed: 7, Device.Cpu, Quiet: true, Fused: GraphBuilder.Ops.FusedOps.None), Log));
 
 
     /// <summary>

@@ -16,14 +16,10 @@ namespace MixLoRA.Inference.Tests.Export;
 [TestClass]
 public sealed class FamilyExportTests
 {
-    private static string Case(string family) => Path.Combine(Files.RepoRoot(), "tests", "fixtures", "families", family);
+    private static string Case(string family) => MixLoRA.Tests.TestRepo.FamilyCase(family);
 
     [TestMethod]
-    [DataRow("qwen3")]
-    [DataRow("gemma2")]
-    [DataRow("gemma3_text")]
-    [DataRow("phi3")]
-    [DataRow("llama3")]
+    [DynamicData(nameof(MixLoRA.Tests.TestRepo.Families), typeof(MixLoRA.Tests.TestRepo))]
     public void ExportMatchesTransformersAndTheCacheMatchesOneForward(string family)
     {
         var model = Path.Combine(Case(family), "model");

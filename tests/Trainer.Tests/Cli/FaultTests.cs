@@ -1,5 +1,6 @@
 using MixLoRA.Cli;
 using MixLoRA.Trainer.Tests.Data;
+using MixLoRA.Trainer.Tests.Fixtures;
 using MixLoRA.Trainer.Tests.Training;
 
 namespace MixLoRA.Trainer.Tests.Cli;
@@ -13,21 +14,7 @@ public sealed class FaultTests
 {
     private static string Artifacts => TrainFixture.Artifacts(micro: 2);
 
-    private static (int Code, string Err) Cli(params string[] args)
-    {
-        var (err, oldErr, oldOut) = (new StringWriter(), Console.Error, Console.Out);
-        Console.SetError(err);
-        Console.SetOut(TextWriter.Null);
-        try
-        {
-            return (Commands.Run(args), err.ToString());
-        }
-        finally
-        {
-            Console.SetError(oldErr);
-            Console.SetOut(oldOut);
-        }
-    }
+    private static (int Code, string Err) Cli(params string[] args) => CliCapture.Run(args);
 
     /// <summary>Trains on <paramref name="data"/> into a fresh --out; asserts the one-line error and that --out stays absent.</summary>
     private static string Refused(string data, params string[] parts)

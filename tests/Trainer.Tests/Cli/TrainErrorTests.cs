@@ -1,6 +1,7 @@
 using MixLoRA.Cli;
 using MixLoRA.GraphBuilder.Adapters;
 using MixLoRA.Trainer.Tests.Data;
+using MixLoRA.Trainer.Tests.Fixtures;
 using MixLoRA.Trainer.Tests.Training;
 
 namespace MixLoRA.Trainer.Tests.Cli;
@@ -16,21 +17,7 @@ public sealed class TrainErrorTests
     private static string Artifacts => TrainFixture.Artifacts(micro: 2);
 
     /// <summary>Runs the CLI; returns the exit code and what it wrote to stderr.</summary>
-    private static (int Code, string Err) Cli(params string[] args)
-    {
-        var (err, oldErr, oldOut) = (new StringWriter(), Console.Error, Console.Out);
-        Console.SetError(err);
-        Console.SetOut(TextWriter.Null);
-        try
-        {
-            return (Commands.Run(args), err.ToString());
-        }
-        finally
-        {
-            Console.SetError(oldErr);
-            Console.SetOut(oldOut);
-        }
-    }
+    private static (int Code, string Err) Cli(params string[] args) => CliCapture.Run(args);
 
     private static string AssertError(int expectedCode, (int Code, string Err) r, params string[] parts)
     {

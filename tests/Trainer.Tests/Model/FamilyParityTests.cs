@@ -20,14 +20,10 @@ namespace MixLoRA.Trainer.Tests.Model;
 [TestClass]
 public sealed class FamilyParityTests
 {
-    private static string Case(string family) => Path.Combine(Repo.Root, "tests", "fixtures", "families", family);
+    private static string Case(string family) => MixLoRA.Tests.TestRepo.FamilyCase(family);
 
     [TestMethod]
-    [DataRow("qwen3")]
-    [DataRow("gemma2")]
-    [DataRow("gemma3_text")]
-    [DataRow("phi3")]
-    [DataRow("llama3")]
+    [DynamicData(nameof(MixLoRA.Tests.TestRepo.Families), typeof(MixLoRA.Tests.TestRepo))]
     public void BaseLogitsMatchTransformers(string family)
     {
         Assert.AreEqual(family == "llama3" ? "llama" : family, ModelConfig.Load(Path.Combine(Case(family), "model")).ModelType);
@@ -36,11 +32,7 @@ public sealed class FamilyParityTests
     }
 
     [TestMethod]
-    [DataRow("qwen3")]
-    [DataRow("gemma2")]
-    [DataRow("gemma3_text")]
-    [DataRow("phi3")]
-    [DataRow("llama3")]
+    [DynamicData(nameof(MixLoRA.Tests.TestRepo.Families), typeof(MixLoRA.Tests.TestRepo))]
     public void ThreeLoraStepsMatchPeft(string family)
     {
         var dir = Case(family);
@@ -81,11 +73,7 @@ public sealed class FamilyParityTests
     }
 
     [TestMethod]
-    [DataRow("qwen3")]
-    [DataRow("gemma2")]
-    [DataRow("gemma3_text")]
-    [DataRow("phi3")]
-    [DataRow("llama3")]
+    [DynamicData(nameof(MixLoRA.Tests.TestRepo.Families), typeof(MixLoRA.Tests.TestRepo))]
     public void MixLoraTrainsOnEveryFamily(string family)
     {
         var dir = Case(family);

@@ -1,0 +1,23 @@
+using MixLoRA.Cli;
+
+namespace MixLoRA.Trainer.Tests.Fixtures;
+
+/// <summary>Runs the CLI in process with stdout muted; returns the exit code and what it wrote to stderr.</summary>
+internal static class CliCapture
+{
+    public static (int Code, string Err) Run(params string[] args)
+    {
+        var (err, oldErr, oldOut) = (new StringWriter(), Console.Error, Console.Out);
+        Console.SetError(err);
+        Console.SetOut(TextWriter.Null);
+        try
+        {
+            return (Commands.Run(args), err.ToString());
+        }
+        finally
+        {
+            Console.SetError(oldErr);
+            Console.SetOut(oldOut);
+        }
+    }
+}
