@@ -19,7 +19,7 @@ public static class TrainCommand
         var data = new Option<string[]>("--data") { Description = "training data (JSONL/JSON; TASK:FILE); repeat to mix", Required = true, Arity = ArgumentArity.OneOrMore };
         var output = new Option<string>("--out") { Description = "output folder (adapter/, metrics.jsonl, checkpoints/)", Required = true };
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 8, Description = "records per optimizer step" };
-        var micro = new Option<int?>("--micro-batch-size") { Description = "records per micro-batch (the artifacts' value)" };
+        var micro = new Option<int?>("--micro-batch-size") { Description = "records per micro-batch, rows with --packing (the artifacts' value)" };
         var steps = new Option<int?>("--steps") { Description = "optimizer steps" };
         var epochs = new Option<double?>("--epochs") { Description = "epochs (when --steps is not given; default 1)" };
         var lr = new Option<double>("--lr") { DefaultValueFactory = _ => 2e-4, Description = "peak learning rate" };
@@ -29,6 +29,7 @@ public static class TrainCommand
         var clip = new Option<double?>("--max-grad-norm") { Description = "clip gradients to this global norm" };
         var noShuffle = new Option<bool>("--no-shuffle") { Description = "step k uses records (k·B + j) mod N" };
         var group = new Option<bool>("--group-by-length") { Description = "order each epoch longest first" };
+        var packing = new Option<bool>("--packing") { Description = "pack each step's records into rows of --seq-len (attention, positions and loss stay within each record)" };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42 };
         var device = new Option<string>("--device") { DefaultValueFactory = _ => "cpu", Description = "cpu | cuda" };
         var save = new Option<int>("--save-steps") { DefaultValueFactory = _ => 0, Description = "checkpoint every N steps (and always at the end)" };
@@ -45,7 +46,7 @@ public static class TrainCommand
         var saveBin = new Option<bool>("--save-bin") { Description = "also write OUT/adapter/adapter_model.bin (the reference's torch format)" };
         var command = new RootCommand("mixlora-train: train a MixLoRA / LoRA adapter (without --artifacts: the embedded demo on a generated tiny model)")
         {
-            artifacts, data, output, batch, micro, steps, epochs, lr, wd, sched, warmup, clip, noShuffle, group, seed, device, save, resume,
+            artifacts, data, output, batch, micro, steps, epochs, lr, wd, sched, warmup, clip, noShuffle, group, packing, seed, device, save, resume,
             tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin, cudaGraph, overwrite,
         };
         command.SetAction(p =>
@@ -55,7 +56,7 @@ public static class TrainCommand
                 Artifacts = p.GetValue(artifacts)!, Data = (p.GetValue(data) ?? []).Select(DataSource.Parse).ToArray(), Out = p.GetValue(output)!,
                 BatchSize = p.GetValue(batch), MicroBatchSize = p.GetValue(micro), Steps = p.GetValue(steps), Epochs = p.GetValue(epochs),
                 Lr = p.GetValue(lr), WeightDecay = p.GetValue(wd), LrScheduler = p.GetValue(sched)!, WarmupSteps = p.GetValue(warmup),
-                MaxGradNorm = p.GetValue(clip), Shuffle = !p.GetValue(noShuffle), GroupByLength = p.GetValue(group), Seed = p.GetValue(seed),
+                MaxGradNorm = p.GetValue(clip), Shuffle = !p.GetValue(noShuffle), GroupByLength = p.GetValue(group), Packing = p.GetValue(packing), Seed = p.GetValue(seed),
                 Device = OrtRuntime.ParseDevice(p.GetValue(device)!), SaveSteps = p.GetValue(save), Resume = p.GetValue(resume),
                 Tokenizer = p.GetValue(tokenizer), CutoffLen = p.GetValue(cutoff), TrainOnInputs = p.GetValue(inputs), Template = p.GetValue(template)!,
                 EvalData = (p.GetValue(evalData) ?? []).Select(DataSource.Parse).ToArray(), EvalSteps = p.GetValue(evalSteps), Quiet = p.GetValue(quiet),

@@ -49,6 +49,7 @@ public static class DemoEval
             var feeds = new Dictionary<string, HostTensor>(weights);
             foreach (var (k, v) in Scorer.AdapterFeeds(adapter, eval.Trainable)) feeds[k] = v;
             feeds[TrainGraphs.Labels] = HostTensor.Of(Enumerable.Repeat(-100L, items.Count * seq).ToArray(), items.Count, seq);
+            feeds[ForwardGraph.PositionIds] = HostTensor.Of(Trainer.Data.Batch.ColumnIndices(items.Count, seq), items.Count, seq);
             results[adapter] = Score(runner, feeds, items.Select(i => (i.Task.Kind, i.Prompt, i.Target)).ToList(), seq, maxNew, cfg.VocabSize,
                 tasks.Where(t => t.Kind == DemoTaskKind.Choice).Select(t => LabelTokens(tok)).FirstOrDefault() ?? []);
         }

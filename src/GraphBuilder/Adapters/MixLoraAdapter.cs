@@ -32,6 +32,9 @@ public sealed class AdapterGraph : IAdapter
     public AdapterConfig Config => _cfg;
     public TrainableSet Params { get; } = new();
 
+    /// <summary>(N) fp32: 1 on real tokens, 0 on padding (set once an MLP is built; null for LORA).</summary>
+    public Value? TokenMask => _tokenMask;
+
     /// <summary>Per-layer routing decisions of this graph (empty for LORA).</summary>
     public IReadOnlyList<Routing> Routings => _routings;
 

@@ -9,10 +9,14 @@ public static class Attention
 {
     /// <summary>
     /// Which keys each query may see, broadcastable to scores (B, Hkv, G, T, S): key j ≤ query i (positions
-    /// offset by the past length), i − j &lt; window when set, and the key is not padding.
+    /// offset by the past length), i − j &lt; window when set, and the key is not padding. With
+    /// <paramref name="segments"/> (no past: S = T) the mask holds record ids and a key must also belong to the
+    /// query's record (block-diagonal causal attention over packed records; a window counts within the record,
+    /// as row offsets there differ exactly as positions do).
     /// </summary>
-    public static Value Mask(Builder b, Value attentionMask, Value pastLen, Value seqLen, Value totalLen, int? window)
+    public static Value Mask(Builder b, Value attentionMask, Value pastLen, Value seqLen, Value totalLen, int? window, bool segments = false)
     {
+        if (segments) return SegmentMask(b, attentionMask, seqLen, window);
         var one = b.Int(1);
         var iq = b.Unsqueeze(b.Range(pastLen, b.Add(pastLen, seqLen), one), 1);   // (T, 1)
         var jk = b.Unsqueeze(b.Range(b.Int(0), totalLen, one), 0);                                        // (1, S)
@@ -20,6 +24,20 @@ public static class Attention
         if (window is { } w) allowed = b.And(allowed, b.Less(b.Sub(iq, jk), b.Int(w)));
         var pad = b.Unsqueeze(b.Cast(attentionMask, DType.Bool), 1, 2, 3);                                 // (B, 1, 1, 1, S)
         return b.And(b.Unsqueeze(allowed, 0, 1, 2), pad);                                                  // (B, 1, 1, T, S)
+    }
+
+    //  seg (B, T) ─unsq→ (B,1,1,T,1) ─┐
+    //  seg (B, T) ─unsq→ (B,1,1,1,T) ─┴─ == ─ and (key ≠ 0) ─ and causal[window] (T, T) ─→ (B, 1, 1, T, T)
+    private static Value SegmentMask(Builder b, Value seg, Value seqLen, int? window)
+    {
+        var one = b.Int(1);
+        var iq = b.Unsqueeze(b.Range(b.Int(0), seqLen, one), 1);                                          // (T, 1)
+        var jk = b.Unsqueeze(b.Range(b.Int(0), seqLen, one), 0);                                          // (1, T)
+        var allowed = b.LessOrEqual(jk, iq);                                                               // (T, T)
+        if (window is { } w) allowed = b.And(allowed, b.Less(b.Sub(iq, jk), b.Int(w)));
+        var same = b.Equal(b.Unsqueeze(seg, 1, 2, 4), b.Unsqueeze(seg, 1, 2, 3));                        // (B, 1, 1, T, T)
+        var real = b.Not(b.Equal(b.Unsqueeze(seg, 1, 2, 3), b.Int(0)));                                    // (B, 1, 1, 1, T)
+        return b.And(b.And(same, real), b.Unsqueeze(allowed, 0, 1, 2));                                  // (B, 1, 1, T, T)
     }
 
     /// <summary>

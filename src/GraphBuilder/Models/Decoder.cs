@@ -4,8 +4,12 @@ using MixLoRA.GraphBuilder.Ops;
 
 namespace MixLoRA.GraphBuilder.Models;
 
-/// <summary>Decoder inputs: ids (B, T), attention mask (B, S), position ids (B, T), optional past K/V.</summary>
-public sealed record DecoderInputs(Value InputIds, Value AttentionMask, Value PositionIds, IReadOnlyList<(Value K, Value V)>? Past = null);
+/// <summary>
+/// Decoder inputs: ids (B, T), attention mask (B, S), position ids (B, T), optional past K/V. With
+/// <paramref name="Segments"/> (training graphs, no past) the mask holds each token's record within its row
+/// (1, 2, … for packed records, 0 for padding) and a token attends only to earlier tokens of its own record.
+/// </summary>
+public sealed record DecoderInputs(Value InputIds, Value AttentionMask, Value PositionIds, IReadOnlyList<(Value K, Value V)>? Past = null, bool Segments = false);
 
 /// <summary>Logits (N, V) with N = B·T, final hidden states (N, D), present K/V per layer.</summary>
 public sealed record DecoderOutputs(Value Logits, Value Hidden, IReadOnlyList<(Value K, Value V)> Present);
@@ -62,7 +66,8 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
             {
                 using (b.Scope(window == 0 ? "model.mask" : $"model.mask_w{window}"))
                 {
-                    allowed = Attention.Bias(b, Attention.Mask(b, io.AttentionMask, lens.Past, lens.Seq, lens.Total, window == 0 ? null : window), compute);
+                    var visible = Attention.Mask(b, io.AttentionMask, lens.Past, lens.Seq, lens.Total, window == 0 ? null : window, io.Segments);
+                    allowed = Attention.Bias(b, visible, compute);
                     masks[window] = allowed = Attention.FullBias(b, allowed, bsz, t, cfg.NumKvHeads, cfg.NumHeads / cfg.NumKvHeads);
                 }
             }
@@ -224,7 +229,8 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
         var m = io.Past is null ? io.AttentionMask
             : t.IsStatic ? b.Slice(io.AttentionMask, b.Ints(-t.Value), b.Ints(long.MaxValue), b.Ints(1))
             : b.Slice(io.AttentionMask, b.Unsqueeze(lens.Past, 0), b.Unsqueeze(lens.Total, 0), b.Ints(1));
-        return b.Reshape(b.Cast(m, DType.Float32), -1);                                   // (N)
+        var real = io.Segments ? b.Not(b.Equal(m, b.Int(0))) : m;                          // segment ids: any non-zero is a token
+        return b.Reshape(b.Cast(real, DType.Float32), -1);                                // (N)
     }
 
     private static (Value Past, Value Seq, Value Total) Lengths(Builder b, DecoderInputs io)

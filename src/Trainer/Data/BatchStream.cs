@@ -7,7 +7,8 @@ namespace MixLoRA.Trainer.Data;
 /// The endless stream of optimizer steps over a dataset of N examples. The records form one sequence:
 /// epoch 0's order, then epoch 1's, … (see <see cref="EpochOrder"/>); step k takes the next B of them, so
 /// with shuffling off step k uses records (k·B + j) mod N for j &lt; B, and a batch may run across an epoch
-/// boundary. Each batch is split in order into B / MicroBatchSize micro-batches.
+/// boundary. Each batch is split in order into B / MicroBatchSize micro-batches, or with packing packed
+/// first-fit into rows of the sequence length, MicroBatchSize rows per micro-batch (<see cref="Packing"/>).
 /// </summary>
 public sealed class BatchStream
 {
@@ -20,12 +21,13 @@ public sealed class BatchStream
     public BatchStream(IReadOnlyList<Example> examples, BatchOptions options, DataPosition position)
     {
         if (examples.Count == 0) throw Fail.User("the dataset holds no examples", "give --data files with at least one record");
-        if (options.BatchSize < 1 || options.MicroBatchSize < 1 || options.BatchSize % options.MicroBatchSize != 0)
+        if (options.BatchSize < 1 || options.MicroBatchSize < 1 || (!options.Packing && options.BatchSize % options.MicroBatchSize != 0))
             throw Fail.User($"batch size {options.BatchSize} and micro-batch size {options.MicroBatchSize} do not fit",
                 "use a positive batch size that is a multiple of the micro-batch size");
         if (position.Epoch < 0 || position.Index < 0 || position.Index >= examples.Count)
             throw Fail.User($"data position (epoch {position.Epoch}, index {position.Index}) is outside the dataset of {examples.Count} examples",
                 "resume with the same --data files (and options) the checkpoint was trained with");
+        if (options.Packing && options.SequenceLength is null) throw Fail.Bug("packing needs the graphs' sequence length");
         if (options.SequenceLength is int t)
         {
             foreach (var ex in examples)
@@ -56,6 +58,7 @@ public sealed class BatchStream
         }
         Position = pos;
         int m = _options.MicroBatchSize;
+        if (_options.Packing) return Packing.Pack(_examples, records, m, _options.SequenceLength!.Value, _options.PadId);
         var batches = new List<Batch>(records.Length / m);
         for (int start = 0; start < records.Length; start += m)
             batches.Add(Pad(records[start..(start + m)]));
@@ -71,6 +74,19 @@ public sealed class BatchStream
             _orderEpoch = epoch;
         }
         return _order;
+    }
+
+    /// <summary>
+    /// Every record once, in dataset order, as micro-batches of the graphs' static shape (eval): packed, or one
+    /// record per row; the last micro-batch is topped up with empty rows, which carry no loss.
+    /// </summary>
+    public IEnumerable<Batch> All()
+    {
+        var (n, m) = (_examples.Count, _options.MicroBatchSize);
+        var t = _options.SequenceLength ?? throw Fail.Bug("eval batches need the graphs' sequence length");
+        var all = Enumerable.Range(0, n).ToArray();
+        if (_options.Packing) return Packing.Pack(_examples, all, m, t, _options.PadId);
+        return all.Chunk(m).Select(c => Packing.Fill(_examples, c.Select(r => new[] { r }).ToArray(), m, t, _options.PadId));
     }
 
     /// <summary>Right-pads the given records into one batch.</summary>

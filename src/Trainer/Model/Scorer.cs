@@ -53,6 +53,7 @@ public static class Scorer
         }
         feeds["input_ids"] = HostTensor.Of(batch.InputIds, batch.B, batch.T);
         feeds["attention_mask"] = HostTensor.Of(batch.AttentionMask, batch.B, batch.T);
+        if (adapterDir is not null) feeds[ForwardGraph.PositionIds] = HostTensor.Of(batch.PositionIds, batch.B, batch.T);
         float[] logits;
         using (var runner = new GraphRunner(runtime, graph))
         {

@@ -19,7 +19,8 @@ public sealed record GraphSpec(string File, IReadOnlyList<TensorSpec> Inputs, IR
 public sealed record Manifest
 {
     public const string FileName = "manifest.json";
-    public const string CurrentFormat = "mixlora-artifacts/1";
+    /// <summary>2: the training graphs take position_ids, record ids in attention_mask and token-share weights (packing).</summary>
+    public const string CurrentFormat = "mixlora-artifacts/2";
 
     public string Format { get; init; } = CurrentFormat;
     public required string ModelPath { get; init; }
@@ -68,7 +69,9 @@ public sealed record Manifest
         {
             throw Fail.InFile(path, $"line {e.LineNumber + 1}", "not a valid manifest", $"rebuild the artifacts ({e.Message})");
         }
-        if (m is null || m.Format != CurrentFormat) throw Fail.InFile(path, "key 'format'", $"expected {CurrentFormat}", "rebuild the artifacts with this version");
+        if (m is null || m.Format != CurrentFormat)
+            throw Fail.InFile(path, "key 'format'", $"'{m?.Format}' is an older artifacts format (graphs without packing support); expected {CurrentFormat}",
+                "rebuild the artifacts with this version's bin/mixlora-build-graph");
         return m;
     }
 }

@@ -39,14 +39,20 @@ internal sealed class StepIO
         {
             ["input_ids"] = store.Allocate(DType.Int64, shape),
             ["attention_mask"] = store.Allocate(DType.Int64, shape),
+            [ForwardGraph.PositionIds] = store.Allocate(DType.Int64, shape),
             [TrainGraphs.Labels] = store.Allocate(DType.Int64, shape),
         };
+        Weights[TrainGraphs.LmWeight] = store.Allocate(DType.Float32, []);
+        Weights[TrainGraphs.AuxWeight] = store.Allocate(DType.Float32, []);
     }
 
     public Dictionary<string, OrtValue> StepOutputs { get; } = new(StringComparer.Ordinal);
     public Dictionary<string, OrtValue> OptimizerInputs { get; } = new(StringComparer.Ordinal);
     public Dictionary<string, OrtValue> OptimizerOutputs { get; } = new(StringComparer.Ordinal);
     public Dictionary<string, OrtValue> Batch { get; }
+
+    /// <summary>The grad step's token shares of the step (`lm_weight`, `aux_weight`).</summary>
+    public Dictionary<string, OrtValue> Weights { get; } = new(StringComparer.Ordinal);
 
     /// <summary>The grad step's dropout seed (fused kernels with dropout), or null when its graphs have none.</summary>
     public OrtValue? Seed { get; }
@@ -69,7 +75,15 @@ internal sealed class StepIO
     {
         _store.CopyIn(MemoryMarshal.AsBytes(b.InputIds.AsSpan()), Batch["input_ids"]);
         _store.CopyIn(MemoryMarshal.AsBytes(b.AttentionMask.AsSpan()), Batch["attention_mask"]);
+        _store.CopyIn(MemoryMarshal.AsBytes(b.PositionIds.AsSpan()), Batch[ForwardGraph.PositionIds]);
         _store.CopyIn(MemoryMarshal.AsBytes(b.Labels.AsSpan()), Batch[TrainGraphs.Labels]);
+    }
+
+    /// <summary>Sets this micro-batch's shares of the step's label tokens and real tokens.</summary>
+    public void SetWeights(double lm, double aux)
+    {
+        _store.CopyIn(MemoryMarshal.AsBytes(new[] { (float)lm }.AsSpan()), Weights[TrainGraphs.LmWeight]);
+        _store.CopyIn(MemoryMarshal.AsBytes(new[] { (float)aux }.AsSpan()), Weights[TrainGraphs.AuxWeight]);
     }
 
     public void SetOptimizer(long step, double lr, double gradScale)
@@ -85,8 +99,11 @@ internal sealed class StepIO
         foreach (var (name, v) in StepOutputs) _read[name] = _store.Download(v).Floats();
     }
 
-    /// <summary>Adds this micro-batch's losses (loss, lm, aux, tokens) and router load to the sums.</summary>
-    public void Accumulate(double[] sums, ref double[,]? load)
+    /// <summary>
+    /// Adds this micro-batch's losses (loss, lm, aux: already its weighted shares of the step's), its valid
+    /// tokens, and its router load weighted by <paramref name="loadWeight"/> to the sums.
+    /// </summary>
+    public void Accumulate(double[] sums, ref double[,]? load, double loadWeight)
     {
         ReadStepOutputs();
         sums[0] += Value(TrainGraphs.Loss);
@@ -96,7 +113,7 @@ internal sealed class StepIO
         if (_layers == 0) return;
         load ??= new double[_layers, _experts];
         var a = _read[TrainGraphs.RouterLoad];
-        for (var l = 0; l < _layers; l++) for (var e = 0; e < _experts; e++) load[l, e] += a[(l * _experts) + e];
+        for (var l = 0; l < _layers; l++) for (var e = 0; e < _experts; e++) load[l, e] += loadWeight * a[(l * _experts) + e];
     }
 
     /// <summary>A device buffer for an output the caller does not read (eval logits).</summary>

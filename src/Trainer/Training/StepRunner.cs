@@ -12,7 +12,10 @@ using MixLoRA.Trainer.Model;
 
 namespace MixLoRA.Trainer.Training;
 
-/// <summary>What one optimizer step measured (means over its micro-batches).</summary>
+/// <summary>
+/// What one optimizer step measured: the losses over all of its label tokens (aux: each micro-batch's weighted by its
+/// share of the real tokens), real (non-padding) tokens, and the router load over its real tokens.
+/// </summary>
 public sealed record StepResult(double Loss, double LmLoss, double AuxLoss, double GradNorm, long Tokens, double[,]? RouterLoad);
 
 /// <summary>
@@ -86,11 +89,16 @@ public sealed class StepRunner : IDisposable
     {
         var sums = new double[4];
         double[,]? load = null;
+        var (labels, real) = (micro.Sum(b => b.LabelTokens), micro.Sum(b => b.RealTokens));
         State.Grads.Reset();                                                              // the first micro-step writes one buffer (a captured graph's address)
         for (var i = 0; i < micro.Count; i++)
         {
             var session = i == 0 ? _grad : _gradAcc.Value;
             var (inputs, outputs) = Feeds(micro[i]);
+            // the step's loss is the mean over all of its label tokens: each micro-batch weighs by its share
+            var (lmw, auxw) = (Share(micro[i].LabelTokens, labels), Share(micro[i].RealTokens, real));
+            _io.SetWeights(lmw, auxw);
+            foreach (var (k, v) in _io.Weights) inputs[k] = v;
             // gradients land in place in the flat gradient buffer through per-tensor views; later micro-steps
             // add the current sum and write the other buffer
             foreach (var (k, v) in State.Views(i == 0 ? State.Grads.Current : State.Grads.Next)) outputs[AdamW.GradName(k)] = v;
@@ -103,14 +111,14 @@ public sealed class StepRunner : IDisposable
             if (i == 0 && _rt.CudaGraphs) RunGraph(inputs, outputs);
             else session.Run(inputs, outputs);
             if (i > 0) State.Grads.Swap();
-            _io.Accumulate(sums, ref load);
+            _io.Accumulate(sums, ref load, auxw);
         }
-        _io.SetOptimizer(step, lr, 1.0 / micro.Count);
+        _io.SetOptimizer(step, lr, 1.0);                                                  // the shares already sum the micro-steps to the step
         _opt.Run(_io.OptimizerInputs, _io.OptimizerOutputs[OptimizerGraph.GradNormOutput]);
-        var n = micro.Count;
-        if (load != null) for (var l = 0; l < load.GetLength(0); l++) for (var e = 0; e < load.GetLength(1); e++) load[l, e] /= n;
-        return new StepResult(sums[0] / n, sums[1] / n, sums[2] / n, _io.GradNorm, micro.Sum(b => b.AttentionMask.Sum()), load);
+        return new StepResult(sums[0], sums[1], sums[2], _io.GradNorm, real, load);
     }
+
+    private static double Share(long part, long whole) => whole == 0 ? 0 : (double)part / whole;
 
     /// <summary>
     /// A replayed CUDA graph reuses every address of the captured run: from the second run on, every bound

@@ -40,7 +40,7 @@ public static class TrainLoop
         CheckModel(manifest, o.Artifacts);
         var micro = o.MicroBatchSize ?? manifest.MicroBatchSize;
         Fail.If(micro != manifest.MicroBatchSize, $"--micro-batch-size {micro} but the graphs were built for {manifest.MicroBatchSize}", $"rebuild with --micro-batch-size {micro} or drop the flag");
-        Fail.If(o.BatchSize < micro || o.BatchSize % micro != 0, $"--batch-size {o.BatchSize} is not a multiple of the micro-batch size {micro}", "use a multiple of --micro-batch-size");
+        Fail.If(!o.Packing && (o.BatchSize < micro || o.BatchSize % micro != 0), $"--batch-size {o.BatchSize} is not a multiple of the micro-batch size {micro}", "use a multiple of --micro-batch-size");
         var model = ModelConfig.Load(manifest.ModelPath);                                      // read once: vocabulary, pad id, divergence bound
         var examples = LoadData(o, o.Data, manifest, model.VocabSize);
         Fail.If(examples.Count == 0, "the training data has no records", "check the --data files");
@@ -56,10 +56,10 @@ public static class TrainLoop
         if (o.CudaGraph) OrtRuntime.CheckCudaGraphs(o.Device, adapterCfg.LoraDropout);
         var rt = o.CudaGraph ? OrtRuntime.For(o.Device).WithCudaGraphs() : OrtRuntime.For(o.Device);
         using var runner = new StepRunner(rt, manifest, o.Artifacts, optimizer, init, m, v);
-        var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, model.PadTokenId ?? 0, manifest.SeqLen, o.Shuffle, o.GroupByLength), position);
+        var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, model.PadTokenId ?? 0, manifest.SeqLen, o.Shuffle, o.GroupByLength, o.Packing), position);
         var evalData = o.EvalData.Count > 0 ? LoadData(o, o.EvalData, manifest, model.VocabSize) : null;
-        var eval = evalData is null ? null : new BatchStream(evalData, new BatchOptions(micro, micro, model.PadTokenId ?? 0, manifest.SeqLen), DataPosition.Start(0));
-        log.WriteLine($"training {examples.Count} records, {total} steps of {o.BatchSize} (micro-batch {micro}, seq {manifest.SeqLen}) on {o.Device.ToString().ToLowerInvariant()}{(start > 0 ? $", resuming at step {start}" : "")}");
+        var eval = evalData is null ? null : new BatchStream(evalData, new BatchOptions(micro, micro, model.PadTokenId ?? 0, manifest.SeqLen, Packing: o.Packing), DataPosition.Start(0));
+        log.WriteLine($"training {examples.Count} records, {total} steps of {o.BatchSize} ({(o.Packing ? $"packed into rows, {micro} rows per micro-batch" : $"micro-batch {micro}")}, seq {manifest.SeqLen}) on {o.Device.ToString().ToLowerInvariant()}{(start > 0 ? $", resuming at step {start}" : "")}");
         using var metrics = new Metrics(o.Out, start, total, o.Quiet);
         using var signals = o.HandleSignals ? new StopSignals(log) : null;
         var ctx = new RunContext(o, runner, stream, schedule, adapterCfg, metrics, eval, total, model.VocabSize, signals);
@@ -185,11 +185,7 @@ public static class TrainLoop
 
     private static void RunEval(RunContext c, long step)
     {
-        // every eval record once; the last micro-batch is topped up with records from the start
-        var mb = c.Runner.Manifest.MicroBatchSize;
-        var n = c.Eval!.Count;
-        var batches = Enumerable.Range(0, (n + mb - 1) / mb).Select(i => c.Eval.Pad(Enumerable.Range(i * mb, mb).Select(k => k % n).ToArray()));
-        var (loss, lm, _) = c.Runner.Eval(batches);
+        var (loss, lm, _) = c.Runner.Eval(c.Eval!.All());                                     // every eval record once
         c.Metrics.Eval(step, loss, lm);
     }
 

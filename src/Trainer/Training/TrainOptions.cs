@@ -21,6 +21,9 @@ public sealed record TrainOptions
     public double? MaxGradNorm { get; init; }
     public bool Shuffle { get; init; } = true;
     public bool GroupByLength { get; init; }
+
+    /// <summary>--packing: pack each step's records first-fit into rows of the graphs' sequence length; the micro-batch size counts rows.</summary>
+    public bool Packing { get; init; }
     public int Seed { get; init; } = 42;
     public Device Device { get; init; } = Device.Cpu;
     public int SaveSteps { get; init; }

@@ -32,6 +32,7 @@ public sealed class AdapterParityTests
         feeds["input_ids"] = HostTensor.Of(batch.InputIds, 2, 64);
         feeds["attention_mask"] = HostTensor.Of(batch.AttentionMask, 2, 64);
         feeds["labels"] = HostTensor.Of(batch.Labels, 2, 64);
+        Training.GradStepHarness.StepInputs(feeds, 2, 64);
         return (g, feeds);
     }
 

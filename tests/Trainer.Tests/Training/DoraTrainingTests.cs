@@ -92,6 +92,7 @@ public sealed class DoraTrainingTests
         feeds["input_ids"] = Runtime.HostTensor.Of(ids.Select(i => (long)i).ToArray(), 1, T);
         feeds["attention_mask"] = Runtime.HostTensor.Of(Enumerable.Repeat(1L, T).ToArray(), 1, T);
         feeds["labels"] = Runtime.HostTensor.Of(ids.Select(i => (long)i).ToArray(), 1, T);
+        GradStepHarness.StepInputs(feeds, 1, T);
         float[] got;
         using (var runner = new Runtime.GraphRunner(Runtime.OrtRuntime.Cpu, eval.Graph)) got = runner.Run(feeds)["logits"].Floats();
 

@@ -39,8 +39,17 @@ internal static class GradStepHarness
         feeds["input_ids"] = HostTensor.Of(ids, 2, 16);
         feeds["attention_mask"] = HostTensor.Of(Enumerable.Range(0, 32).Select(i => i < realTokens ? 1L : 0L).ToArray(), 2, 16);
         feeds["labels"] = HostTensor.Of(ids, 2, 16);
+        StepInputs(feeds, 2, 16);
         feeds[SwiGluSlotsOps.SeedInput] = HostTensor.Of([5L]);
         return feeds;
+    }
+
+    /// <summary>The training graphs' per-step inputs for unpacked rows: position ids 0..T−1, and a one-micro-batch step's token shares (1).</summary>
+    public static void StepInputs(Dictionary<string, HostTensor> feeds, int b, int t)
+    {
+        feeds[ForwardGraph.PositionIds] = HostTensor.Of(Trainer.Data.Batch.ColumnIndices(b, t), b, t);
+        feeds[TrainGraphs.LmWeight] = HostTensor.Of([1f]) with { Shape = [] };
+        feeds[TrainGraphs.AuxWeight] = HostTensor.Of([1f]) with { Shape = [] };
     }
 
     public static Dictionary<string, HostTensor> Run(Graph g, Dictionary<string, HostTensor> feeds, bool optimize)
