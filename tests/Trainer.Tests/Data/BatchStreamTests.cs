@@ -203,3 +203,62 @@ public sealed class BatchStreamTests
         return result;
     }
 }
+
+/// <summary>Issue 19: how --packing lays a step's records into rows.</summary>
+[TestClass]
+public sealed class PackingLayoutTests
+{
+    static List<Example> Examples(params int[] lengths) => lengths
+        .Select((n, i) => new Example(Enumerable.Range(0, n).Select(k => 100 + (10 * i) + k).ToArray(), Enumerable.Range(0, n).Select(k => k < 2 ? -100 : 100 + (10 * i) + k).ToArray(), 2, "t", $"f: line {i + 1}"))
+        .ToList();
+
+    [TestMethod]
+    public void FirstFitPutsEachRecordInTheFirstRowWithRoom()
+    {
+        var rows = Packing.FirstFit([5, 7, 3, 6, 2, 9], 10);
+        CollectionAssert.AreEqual(new[] { 0, 2, 4 }, rows[0].ToArray(), "5 + 3 + 2");
+        CollectionAssert.AreEqual(new[] { 1 }, rows[1].ToArray(), "7, then nothing else fits (3 went to row 0)");
+        CollectionAssert.AreEqual(new[] { 3 }, rows[2].ToArray());
+        CollectionAssert.AreEqual(new[] { 5 }, rows[3].ToArray());
+    }
+
+    [TestMethod]
+    public void APackedStepTakesTheSameRecordsAsAnUnpackedOne()
+    {
+        var ex = Examples(4, 3, 5, 2, 6, 1, 3);
+        var plain = new BatchStream(ex, new BatchOptions(4, 2, 0, 8, Shuffle: true), DataPosition.Start(3));
+        var packed = new BatchStream(ex, new BatchOptions(4, 2, 0, 8, Shuffle: true, Packing: true), DataPosition.Start(3));
+        for (var k = 0; k < 5; k++)
+        {
+            var (a, b) = (plain.NextStep(), packed.NextStep());
+            CollectionAssert.AreEquivalent(a.SelectMany(x => x.Records).ToArray(), b.SelectMany(x => x.Records).ToArray(), $"step {k}");
+            Assert.AreEqual(a.Sum(x => x.LabelTokens), b.Sum(x => x.LabelTokens), $"step {k}: label tokens");
+            Assert.AreEqual(a.Sum(x => x.RealTokens), b.Sum(x => x.RealTokens), $"step {k}: real tokens");
+            Assert.AreEqual(plain.Position, packed.Position, "the data position counts records");
+        }
+    }
+
+    [TestMethod]
+    public void RowsHoldRecordIdsRestartingPositionsAndNoLabelAcrossRecords()
+    {
+        var ex = Examples(4, 3, 5);
+        var b = Packing.Fill(ex, [[0, 1], [2]], 3, 8, 0);
+        CollectionAssert.AreEqual(new long[] { 1, 1, 1, 1, 2, 2, 2, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, b.AttentionMask);
+        CollectionAssert.AreEqual(new long[] { 0, 1, 2, 3, 0, 1, 2, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7 }, b.PositionIds, "padding keeps its column");
+        CollectionAssert.AreEqual(new long[] { 100, 101, 102, 103, 110, 111, 112, 0 }, b.InputIds[..8]);
+        CollectionAssert.AreEqual(new long[] { -100, -100, 102, 103, -100, -100, 112, -100 }, b.Labels[..8], "the 2nd record's first label is −100");
+        CollectionAssert.AreEqual(new[] { 0, 1, 2 }, b.Records);
+        CollectionAssert.AreEqual(new[] { 0, 4 }, b.Rows[0].Offsets);
+        Assert.AreEqual(2 + 1 + 3, b.LabelTokens);
+        Assert.AreEqual(12, b.RealTokens);
+    }
+
+    [TestMethod]
+    public void AStepNeedsAsManyMicroBatchesAsItsRows()
+    {
+        var ex = Examples(6, 6, 6, 6, 6);
+        var step = new BatchStream(ex, new BatchOptions(5, 2, 0, 8, Packing: true), DataPosition.Start(0)).NextStep();
+        Assert.HasCount(3, step, "5 rows of one record, 2 rows per micro-batch");
+        Assert.IsTrue(step[2].AttentionMask[8..].All(m => m == 0), "the last micro-batch is topped up with an empty row");
+    }
+}

@@ -8,15 +8,16 @@ namespace MixLoRA.Trainer.Tests.Training;
 /// <summary>
 /// Issue 4's check: mixlora-build-graph + mixlora-train with train.json's settings reproduce the reference
 /// run's per-step losses and final adapter (relative L2 over all tensors together), with stored activations
-/// and with --gradient-checkpointing (recomputed layers).
+/// with --gradient-checkpointing (recomputed layers), and with --packing (issue 19: both records of a step in one row).
 /// </summary>
 [TestClass]
 public sealed class TrainParityTests
 {
     [TestMethod]
-    [DataRow(false)]
-    [DataRow(true)]
-    public void ThreeStepsMatchTheReference(bool checkpointing)
+    [DataRow(false, false)]
+    [DataRow(true, false)]
+    [DataRow(false, true)]
+    public void ThreeStepsMatchTheReference(bool checkpointing, bool packing)
     {
         var dir = TestFiles.Parity("llama-basic") ?? throw new AssertFailedException("shared/parity/llama-basic not found");
         var work = TestFiles.TempDir();
@@ -25,9 +26,10 @@ public sealed class TrainParityTests
         string[] build = ["build-graph", "--model", Path.Combine(dir, "model"), "--adapter", Path.Combine(dir, "adapter_init"),
             "--out", artifacts, "--seq-len", "64", "--micro-batch-size", "2", "--dtype", "float32", "--device", "cpu"];
         Assert.AreEqual(0, Commands.Run(checkpointing ? [.. build, "--gradient-checkpointing"] : build));
-        Assert.AreEqual(0, Commands.Run(["train", "--artifacts", artifacts, "--data", Path.Combine(dir, "data.jsonl"), "--out", output,
+        string[] train = ["train", "--artifacts", artifacts, "--data", Path.Combine(dir, "data.jsonl"), "--out", output,
             "--batch-size", "2", "--micro-batch-size", "2", "--steps", "3", "--lr", "0.01", "--weight-decay", "0.01",
-            "--lr-scheduler", "constant", "--no-shuffle", "--quiet"]));
+            "--lr-scheduler", "constant", "--no-shuffle", "--quiet"];
+        Assert.AreEqual(0, Commands.Run(packing ? [.. train, "--packing"] : train));    // packed: each step's 2 records share one row
 
         var expected = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "expected", "losses.json"))).RootElement;
         var lines = File.ReadAllLines(Path.Combine(output, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
