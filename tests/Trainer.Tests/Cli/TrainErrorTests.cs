@@ -56,6 +56,27 @@ public sealed class TrainErrorTests
     }
 
     [TestMethod]
+    public void RecordLongerThanTheSequenceLengthWithPacking()
+    {
+        var ids = string.Join(", ", Enumerable.Range(3, 80));
+        var file = TestFiles.Write(TestFiles.TempDir(), "long.jsonl", $"{{\"input_ids\": [5, 6]}}\n{{\"input_ids\": [{ids}]}}\n");
+        AssertError(1, Cli(Train(file, "--packing")), file, "line 2", "80 tokens", "sequence length 64", "--cutoff-len");
+    }
+
+    [TestMethod]
+    public void ArtifactsBuiltBeforePackingAreRefusedWithTheFix()
+    {
+        // a copy of the artifacts whose manifest says the format before packing (graphs without position_ids)
+        var old = Path.Combine(TestFiles.TempDir(), "old-artifacts");
+        Directory.CreateDirectory(old);
+        foreach (var f in Directory.GetFiles(Artifacts)) File.Copy(f, Path.Combine(old, Path.GetFileName(f)));
+        var manifest = Path.Combine(old, "manifest.json");
+        File.WriteAllText(manifest, File.ReadAllText(manifest).Replace("mixlora-artifacts/2", "mixlora-artifacts/1", StringComparison.Ordinal));
+        string[] args = ["train", "--artifacts", old, "--data", TrainFixture.Data, "--out", Path.Combine(TestFiles.TempDir(), "run"), "--quiet", "--packing"];
+        AssertError(1, Cli(args), manifest, "mixlora-artifacts/1", "rebuild", "mixlora-build-graph");
+    }
+
+    [TestMethod]
     public void MissingModelFolder()
     {
         var missing = Path.Combine(TestFiles.TempDir(), "no-model");

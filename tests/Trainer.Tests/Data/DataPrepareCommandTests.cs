@@ -41,6 +41,33 @@ public sealed class DataPrepareCommandTests
     }
 
     [TestMethod]
+    public void Packing_WritesEachStepsRowsWithRecordsAndOffsets()
+    {
+        string dir = TestFiles.TempDir();
+        string plain = Path.Combine(dir, "examples.jsonl"), rows = Path.Combine(dir, "rows.jsonl");
+        string[] data = ["--tokenizer", "tok.json", "--data", "boolq:" + Path.Combine(TestFiles.Samples, "boolq.jsonl"),
+            "--data", Path.Combine(TestFiles.Samples, "instruction.json"), "--template", "plain"];
+        Assert.AreEqual(0, Run([.. data, "--out", plain]));
+        Assert.AreEqual(0, Run([.. data, "--out", rows, "--packing", "--seq-len", "256", "--batch-size", "4"]));
+        var lengths = File.ReadAllLines(plain).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("input_ids").GetArrayLength()).ToArray();
+        var lines = File.ReadAllLines(rows).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        var seen = new List<int>();
+        foreach (var r in lines)
+        {
+            int[] Ints(string k) => r.GetProperty(k).EnumerateArray().Select(e => e.GetInt32()).ToArray();
+            var (records, offsets, lens) = (Ints("records"), Ints("offsets"), Ints("lengths"));
+            CollectionAssert.AreEqual(records.Select(i => lengths[i]).ToArray(), lens, "each record's tokens");
+            CollectionAssert.AreEqual(lens.Select((_, k) => lens.Take(k).Sum()).ToArray(), offsets, "records sit back to back");
+            Assert.AreEqual(256, r.GetProperty("tokens").GetInt32() + r.GetProperty("padding").GetInt32());
+            seen.AddRange(records);
+        }
+        // 6 records, 4 per step: step 0 takes 0-3, step 1 takes 4, 5 and wraps to 0, 1 (as training does)
+        CollectionAssert.AreEquivalent(new[] { 0, 1, 2, 3, 4, 5, 0, 1 }, seen);
+        var e = Assert.ThrowsExactly<UserError>(() => Run([.. data, "--out", rows, "--packing"]));
+        StringAssert.Contains(e.Message, "--seq-len");
+    }
+
+    [TestMethod]
     public void TrainOnInputs_KeepsPromptLabels()
     {
         string output = Path.Combine(TestFiles.TempDir(), "p.jsonl");
