@@ -33,9 +33,10 @@ public static class BenchCommand
         var peak = new Option<double?>("--peak-tflops") { Description = "device peak for MFU (default 989.4 on cuda in bf16/fp16)" };
         var profile = new Option<string?>("--profile") { Description = "write ORT profiles to PREFIX*.json and print the top nodes on stderr" };
         var quiet = new Option<bool>("--quiet") { Description = "no progress on stderr" };
+        var lengths = new Option<string?>("--lengths") { Description = "also time real-length records padded and packed: alpaca | arc | a JSONL file (input_ids or length per line)" };
         var command = new RootCommand("mixlora-bench: training throughput on random weights of a model shape")
         {
-            config, method, seqLen, batch, experts, topK, r, dropout, dtype, device, checkpointing, noFused, cudaGraph, steps, warmup, peak, profile, quiet,
+            config, method, seqLen, batch, experts, topK, r, dropout, dtype, device, checkpointing, noFused, cudaGraph, steps, warmup, peak, profile, quiet, lengths,
         };
         command.SetAction(p =>
         {
@@ -49,6 +50,7 @@ public static class BenchCommand
                 GradientCheckpointing = p.GetValue(checkpointing),
                 Fused = p.GetValue(noFused) ? FusedOps.None : FusedOps.All, CudaGraph = p.GetValue(cudaGraph),
                 Steps = p.GetValue(steps), Warmup = p.GetValue(warmup), PeakTflops = p.GetValue(peak), Profile = p.GetValue(profile),
+                Lengths = p.GetValue(lengths) is { } l ? LengthDistribution.Parse(l) : null,
             };
             var result = BenchRunner.Run(o, p.GetValue(quiet) ? null : Console.Error);
             Console.WriteLine(result.ToJson());

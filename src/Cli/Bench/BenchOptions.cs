@@ -33,4 +33,7 @@ public sealed record BenchOptions
     /// <summary>When set, ORT profiles every session run into PREFIX_*.json and the top nodes go to the log.</summary>
     public string? Profile { get; init; }
     public int Seed { get; init; } = 42;
+
+    /// <summary>--lengths: also time real-length steps, padded and packed (<see cref="LengthBench"/>); null: full rows only.</summary>
+    public LengthDistribution? Lengths { get; init; }
 }

@@ -70,6 +70,17 @@ public sealed record BenchResult
     [JsonRound(5)]
     public required double LastLoss { get; init; }
 
+    /// <summary>The --lengths distribution of the real-length steps (null: full rows only).</summary>
+    public string? Lengths { get; init; }
+    [JsonRound(1)]
+    public double? PaddedRealTokensPerS { get; init; }
+    [JsonRound(4)]
+    public double? PaddedPaddingFraction { get; init; }
+    [JsonRound(1)]
+    public double? PackedRealTokensPerS { get; init; }
+    [JsonRound(4)]
+    public double? PackedPaddingFraction { get; init; }
+
     /// <summary>The serializer options of <see cref="ToJson"/>: snake_case keys, rounding, one line.</summary>
     public static JsonSerializerOptions JsonOptions { get; } = new()
     {

@@ -49,6 +49,7 @@ public static class BenchRunner
         var init = AdapterStore.Initialize(grad.Trainable, o.Seed);
         double[] times;
         double lastLoss;
+        LengthResult? real = null;
         double setup;
         long deviceBytes;
         using (runner = new StepRunner(rt, manifest, name => name == "grad_step" ? bytes : throw Fail.Bug($"the bench has no {name} graph"), new RandomWeights((ulong)o.Seed), optimizer, init, optimizerChunk: o.OptimizerChunk))
@@ -74,9 +75,19 @@ public static class BenchRunner
             watch.Dispose();
             memory.Sample();
             deviceBytes = runner.DeviceBytes;
+            if (o.Lengths is { } lengths)
+            {
+                log.WriteLine($"timing {o.Steps} padded and {o.Steps} packed steps of {lengths.Name} lengths");
+                real = LengthBench.Run(runner, lengths, batch, seq, preset.Model.VocabSize, o.Steps, o.Warmup, o.Seed);
+            }
         }
         if (o.Profile != null) ProfileSummary.Report(o.Profile, log);
-        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with { FusedKernels = FusedOpNames.Of(fused), CudaGraph = o.CudaGraph };
+        return Result(o, preset, adapter, (seq, batch, dtype), times, memory, deviceBytes, parameters, setup, lastLoss) with
+        {
+            FusedKernels = FusedOpNames.Of(fused), CudaGraph = o.CudaGraph, Lengths = o.Lengths?.Name,
+            PaddedRealTokensPerS = real?.PaddedRealTokensPerS, PaddedPaddingFraction = real?.PaddedPaddingFraction,
+            PackedRealTokensPerS = real?.PackedRealTokensPerS, PackedPaddingFraction = real?.PackedPaddingFraction,
+        };
     }
 
     private static void Check(BenchOptions o, int seq, int batch, DType dtype)
