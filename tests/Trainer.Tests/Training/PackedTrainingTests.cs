@@ -33,6 +33,20 @@ public sealed class PackedTrainingTests
     }
 
     [TestMethod]
+    public void DynamicRoutingWithDoraOnLlama3PackedEqualsUnpacked()
+    {
+        var dir = MixLoRA.Tests.TestRepo.FamilyCase("llama3");
+        var cfg = PackedRowTests.Config("MIXLORA", AdapterConfig.LlamaTargets);
+        (cfg["routing_strategy"], cfg["top_p"], cfg["temperature"], cfg["use_dora"]) = ("mixlora-dynamic", 0.6, 0.0, true);
+        cfg.Remove("top_k");
+        var adapter = Path.Combine(TestFiles.TempDir(), "adapter_config.json");
+        File.WriteAllText(adapter, cfg.ToJsonString());
+        var plain = Train(dir, adapter, seqLen: 12, micro: 6, packing: false, checkpointing: false);
+        var packed = Train(dir, adapter, seqLen: 40, micro: 4, packing: true, checkpointing: false);
+        AssertSameTraining(plain, packed, ["lm_loss", "aux_loss", "loss"]);
+    }
+
+    [TestMethod]
     public void LoraOnQwen3OverUnevenMicroBatchesPackedEqualsUnpacked()
     {
         var dir = MixLoRA.Tests.TestRepo.FamilyCase("qwen3");
