@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session on the device machine (after ../shared/device/stage.sh pieces are in place):
 # smoke checks, CUDA parity training (fp32/bf16), then benchmarks. Results go to $OUT (log.txt,
-# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|ortchecks|strict|probe|ncu]...
+# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|lengths|packed-parity|ortchecks|strict|probe|ncu]...
 set -uo pipefail
 source /root/mixlora/env.sh
 APP=${APP_DIR:-$APP}   # APP_DIR: another published build staged beside the app piece; TAG names its result files
@@ -68,6 +68,28 @@ for part in "${parts[@]}"; do
           grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench.jsonl"
         done
       done ;;
+    lengths)
+      # issue 19: real-length records (--lengths, default the alpaca histogram) at seq 2048, full rows / padded / packed,
+      # then the same records through the authors' reference (tools/ref_bench.py; their package in .dev/refpkg, carried)
+      IFS='|' read -ra cases <<< "${LEN_BENCH:-tinyllama-1.1b mixlora 4 8|llama2-7b mixlora 1 4}"
+      for c in "${cases[@]}"; do
+        set -- $c
+        log "bench $1 $2 seq ${LEN_SEQ:-2048} rows $3 --lengths ${LENGTHS:-alpaca}"
+        LIMIT=500 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --seq-len "${LEN_SEQ:-2048}" --batch "$3" \
+          --lengths "${LENGTHS:-alpaca}" --steps "${STEPS:-6}" --warmup 2 --quiet
+        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/lengths.jsonl"
+        shape=""; [ "$1" = llama2-7b ] && shape="--hidden 4096 --inter 11008 --layers 32 --heads 32 --kv 32"
+        log "reference $1 $2 batch $4 --lengths ${LENGTHS:-alpaca}"
+        PYTHONPATH=.dev/refpkg LIMIT=400 run python3 tools/ref_bench.py --method "$2" $shape --seq "${LEN_SEQ:-2048}" --batch "$4" \
+          --lengths "${LENGTHS:-alpaca}" --steps "${STEPS:-6}"
+        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/lengths.jsonl"
+      done ;;
+    packed-parity)
+      # issue 19: the parity case trained --packing on CUDA (fp32) against the reference's losses
+      log "packed parity float32"
+      run $T build-graph --model .dev/parity/model --adapter .dev/parity/adapter_init --out /tmp/a-pk --seq-len 64 --micro-batch-size 2 --dtype float32 --device cuda &&
+      run $T train --artifacts /tmp/a-pk --data .dev/parity/data.jsonl --out /tmp/r-pk --batch-size 2 --steps 3 --lr 0.01 --weight-decay 0.01 --no-shuffle --device cuda --quiet --packing
+      cp /tmp/r-pk/metrics.jsonl "$OUT/metrics-packed-float32.jsonl" 2>/dev/null ;;
     ortchecks) log "ORT 1.29 CUDA failure patterns on this ORT"; run $T doctor --device cuda --ort-checks; grep -a '^ort-check' "$OUT/log.txt" | tail -6 > "$OUT/ortchecks.txt" ;;
     strict)
       # strict placement (session.disable_cpu_ep_fallback) on a real grad step: does ORT still place nodes on the CPU?

@@ -85,6 +85,7 @@ public sealed class BenchLossAndJsonTests
         "ms_per_step_median", "ms_per_step_mean", "ms_per_step_min", "peak_memory_bytes", "peak_memory_gib", "peak_memory_source",
         "device_state_bytes", "trainable_params", "trainable_params_active", "frozen_params", "frozen_matmul_params",
         "flops_per_token", "flop_formula", "achieved_tflops", "peak_tflops", "mfu", "setup_s", "last_loss",
+        "lengths", "padded_real_tokens_per_s", "padded_padding_fraction", "packed_real_tokens_per_s", "packed_padding_fraction",
     ];
 
     private static BenchResult Sample(double lastLoss = 5.123456789, double? mfu = 0.123456789, int? experts = 8) => new()
@@ -116,12 +117,17 @@ public sealed class BenchLossAndJsonTests
         ["flops_per_token"] = r.FlopsPerToken, ["flop_formula"] = FlopModel.Formula, ["achieved_tflops"] = Math.Round(r.AchievedTflops, 4),
         ["peak_tflops"] = r.PeakTflops, ["mfu"] = r.Mfu is { } m ? Math.Round(m, 4) : null, ["setup_s"] = Math.Round(r.SetupS, 2),
         ["last_loss"] = double.IsFinite(r.LastLoss) ? Math.Round(r.LastLoss, 5) : null,
+        ["lengths"] = r.Lengths, ["padded_real_tokens_per_s"] = Round(r.PaddedRealTokensPerS, 1), ["padded_padding_fraction"] = Round(r.PaddedPaddingFraction, 4),
+        ["packed_real_tokens_per_s"] = Round(r.PackedRealTokensPerS, 1), ["packed_padding_fraction"] = Round(r.PackedPaddingFraction, 4),
     }.ToJsonString(new JsonSerializerOptions { WriteIndented = false, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+
+    private static double? Round(double? v, int digits) => v is { } d ? Math.Round(d, digits) : null;
 
     [TestMethod]
     public void JsonIsTheSameLineAsBeforeWithTheSameKeysInOrder()
     {
-        foreach (var r in new[] { Sample(), Sample(double.NaN, null, null), Sample(double.PositiveInfinity) with { FusedKernels = [], PeakTflops = null } })
+        foreach (var r in new[] { Sample(), Sample(double.NaN, null, null), Sample(double.PositiveInfinity) with { FusedKernels = [], PeakTflops = null },
+            Sample() with { Lengths = "arc", PaddedRealTokensPerS = 123.456, PaddedPaddingFraction = 0.51234, PackedRealTokensPerS = 987.65, PackedPaddingFraction = 0.012345 } })
         {
             var json = r.ToJson();
             Assert.AreEqual(Legacy(r), json);
