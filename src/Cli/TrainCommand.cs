@@ -16,8 +16,8 @@ public static class TrainCommand
     {
         if (demo != null && !args.Contains("--artifacts") && !args.Contains("--help") && !args.Contains("-h")) return demo(args);
         var artifacts = new Option<string>("--artifacts") { Description = "artifacts folder from mixlora-build-graph", Required = true };
-        var data = new Option<string[]>("--data") { Description = "training data (JSONL/JSON; TASK:FILE); repeat to mix", Required = true, Arity = ArgumentArity.OneOrMore };
-        var output = new Option<string>("--out") { Description = "output folder (adapter/, metrics.jsonl, checkpoints/)", Required = true };
+        var data = new Option<string[]>("--data") { Description = "training data (JSONL/JSON; TASK:FILE); repeat to mix (required without --jobs)", Arity = ArgumentArity.OneOrMore };
+        var output = new Option<string?>("--out") { Description = "output folder (adapter/, metrics.jsonl, checkpoints/; required without --jobs)" };
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 8, Description = "records per optimizer step" };
         var micro = new Option<int?>("--micro-batch-size") { Description = "records per micro-batch, rows with --packing (the artifacts' value)" };
         var steps = new Option<int?>("--steps") { Description = "optimizer steps" };
@@ -29,6 +29,7 @@ public static class TrainCommand
         var clip = new Option<double?>("--max-grad-norm") { Description = "clip gradients to this global norm" };
         var noShuffle = new Option<bool>("--no-shuffle") { Description = "step k uses records (k·B + j) mod N" };
         var group = new Option<bool>("--group-by-length") { Description = "order each epoch longest first" };
+        var jobs = new Option<string?>("--jobs") { Description = "jobs.json: train several adapters at once (artifacts built with --jobs); other flags are per job, in the file" };
         var packing = new Option<bool>("--packing") { Description = "pack each step's records into rows of --seq-len (attention, positions and loss stay within each record)" };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42 };
         var device = new Option<string>("--device") { DefaultValueFactory = _ => "cpu", Description = "cpu | cuda" };
@@ -46,11 +47,17 @@ public static class TrainCommand
         var saveBin = new Option<bool>("--save-bin") { Description = "also write OUT/adapter/adapter_model.bin (the reference's torch format)" };
         var command = new RootCommand("mixlora-train: train a MixLoRA / LoRA adapter (without --artifacts: the embedded demo on a generated tiny model)")
         {
-            artifacts, data, output, batch, micro, steps, epochs, lr, wd, sched, warmup, clip, noShuffle, group, packing, seed, device, save, resume,
+            artifacts, data, output, batch, micro, steps, epochs, lr, wd, sched, warmup, clip, noShuffle, group, packing, jobs, seed, device, save, resume,
             tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin, cudaGraph, overwrite,
         };
         command.SetAction(p =>
         {
+            if (p.GetValue(jobs) is { } file)
+            {
+                var jo = new Trainer.Jobs.JobsOptions(p.GetValue(artifacts)!, file, OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(quiet), p.GetValue(resume), p.GetValue(overwrite));
+                return Trainer.Jobs.JobsLoop.Run(jo).Any(j => j.Error != null) ? 1 : 0;
+            }
+            GraphBuilder.Fail.If(p.GetValue(data) is not { Length: > 0 } || p.GetValue(output) is null, "--data and --out are required", "give the training data and the run folder (or --jobs jobs.json)");
             var o = new TrainOptions
             {
                 Artifacts = p.GetValue(artifacts)!, Data = (p.GetValue(data) ?? []).Select(DataSource.Parse).ToArray(), Out = p.GetValue(output)!,

@@ -23,14 +23,16 @@ public sealed class AdapterGraph : IAdapter
     /// <param name="training">bool scalar input enabling dropout, or null for graphs that never train.</param>
     /// <param name="fusedKernels">the fused ops MixLoRA's experts may use (<see cref="FusedOps"/>; only for graphs run by
     /// the trainer's runtime, on a device with kernels for <paramref name="compute"/>).</param>
-    public AdapterGraph(AdapterConfig cfg, DType compute, Value? training, FusedOps fusedKernels = FusedOps.None)
+    /// <param name="prefix">prepended to the trainable inputs' names (a job of several in one graph, <see cref="JobsAdapter"/>).</param>
+    public AdapterGraph(AdapterConfig cfg, DType compute, Value? training, FusedOps fusedKernels = FusedOps.None, string prefix = "")
     {
         (_cfg, _compute, _training) = (cfg, compute, training);
+        Params = new TrainableSet { Prefix = prefix };
         if (cfg.IsMixLora) _moe = new MoeBlock(cfg, Params, compute, training, fusedKernels);
     }
 
     public AdapterConfig Config => _cfg;
-    public TrainableSet Params { get; } = new();
+    public TrainableSet Params { get; }
 
     /// <summary>(N) fp32: 1 on real tokens, 0 on padding (set once an MLP is built; null for LORA).</summary>
     public Value? TokenMask => _tokenMask;

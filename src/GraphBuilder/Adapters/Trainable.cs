@@ -63,10 +63,15 @@ public sealed record TrainableTensor(string Key, long[] Shape, Init Init, double
 
 /// <summary>
 /// The trainable tensors of an adapter, declared as fp32 graph inputs under their reference keys (masters
-/// stay fp32; the graph casts them to the compute dtype where they are used).
+/// stay fp32; the graph casts them to the compute dtype where they are used). With a <see cref="Prefix"/>
+/// (one job of several in one graph) the inputs are named PREFIX + key; <see cref="TrainableTensor.Key"/> stays
+/// the reference key.
 /// </summary>
 public sealed class TrainableSet
 {
+    /// <summary>Prepended to every input name ("" for a single adapter).</summary>
+    public string Prefix { get; init; } = "";
+
     private readonly List<TrainableTensor> _tensors = [];
     private readonly Dictionary<string, Value> _inputs = new(StringComparer.Ordinal);
 
@@ -77,7 +82,7 @@ public sealed class TrainableSet
     {
         if (!_inputs.TryGetValue(t.Key, out var v))
         {
-            v = b.Input(t.Key, DType.Float32, Shape.Of(t.Shape));
+            v = b.Input(Prefix + t.Key, DType.Float32, Shape.Of(t.Shape));
             _inputs[t.Key] = v;
             _tensors.Add(t);
         }

@@ -114,7 +114,7 @@ public static class TrainGraphs
     }
 
     /// <summary>(L, E): per layer, the fraction of real tokens' routing slots that chose each expert (padding masked).</summary>
-    private static Value Load(Builder b, AdapterGraph adapter, Value tokenMask)
+    internal static Value Load(Builder b, AdapterGraph adapter, Value tokenMask)
     {
         var real = b.Unsqueeze(tokenMask, 1, 2);                                                           // (N, 1, 1)
         var e = adapter.Config.NumExperts;

@@ -53,7 +53,7 @@ public static class ArtifactsBuilder
             OnnxWriter.Save(g.Graph, Path.Combine(o.OutDir, name + ".onnx"));
             log?.WriteLine($"  {name}.onnx: {g.Graph.Nodes.Length} nodes");
         }
-        WriteInitialAdapter(o, adapterCfg, graphs["grad_step"].Trainable);
+        WriteInitialAdapter(o, Path.Combine(o.OutDir, "adapter_init"), adapterCfg, graphs["grad_step"].Trainable);
         var manifest = Describe(spec, graphs, o.Device) with
         {
             ModelPath = Path.GetFullPath(o.ModelDir),
@@ -90,10 +90,9 @@ public static class ArtifactsBuilder
 
     private static TensorSpec Spec(Value v) => new(v.Name, v.DType.Name(), v.Shape?.Dims.Select(d => d.IsStatic ? d.Value : -1).ToArray() ?? []);
 
-    /// <summary>adapter_init/: the given weights (checked against the graph) or a seeded initialization.</summary>
-    private static void WriteInitialAdapter(BuildOptions o, AdapterConfig cfg, IReadOnlyList<TrainableTensor> trainable)
+    /// <summary>The initial adapter in <paramref name="dir"/>: the given weights (checked against the graph) or a seeded initialization.</summary>
+    internal static void WriteInitialAdapter(BuildOptions o, string dir, AdapterConfig cfg, IReadOnlyList<TrainableTensor> trainable)
     {
-        var dir = Path.Combine(o.OutDir, "adapter_init");
         Directory.CreateDirectory(dir);
         var source = Directory.Exists(o.Adapter) ? o.Adapter : null;
         var hasWeights = source != null && (File.Exists(Path.Combine(source, AdapterWeights.SafetensorsName)) || File.Exists(Path.Combine(source, AdapterWeights.BinName)));

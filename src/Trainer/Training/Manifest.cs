@@ -9,6 +9,9 @@ namespace MixLoRA.Trainer.Training;
 /// <summary>A tensor in the IO contract: name, dtype, shape.</summary>
 public sealed record TensorSpec(string Name, string DType, long[] Shape);
 
+/// <summary>One job of a multi-adapter artifacts folder: its name, initial adapter folder and trainable tensors (reference keys).</summary>
+public sealed record JobManifest(string Name, string AdapterDir, IReadOnlyList<TensorSpec> Trainable);
+
 /// <summary>One graph file of the artifacts folder and its IO contract.</summary>
 public sealed record GraphSpec(string File, IReadOnlyList<TensorSpec> Inputs, IReadOnlyList<TensorSpec> Outputs);
 
@@ -45,6 +48,10 @@ public sealed record Manifest
     public required IReadOnlyDictionary<string, GraphSpec> Graphs { get; init; }
     public required IReadOnlyList<TensorSpec> Trainable { get; init; }
     public required IReadOnlyList<TensorSpec> Weights { get; init; }
+
+    /// <summary>The jobs of a multi-adapter folder (`build-graph --jobs`), in row-block order; null for one adapter.
+    /// <see cref="MicroBatchSize"/> is then rows per job.</summary>
+    public IReadOnlyList<JobManifest>? Jobs { get; init; }
 
     private static readonly JsonSerializerOptions Json = new()
     {

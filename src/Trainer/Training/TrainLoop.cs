@@ -49,7 +49,7 @@ public static class TrainLoop
         Fail.If(total < 1, $"--steps {total} must be positive", "use --steps N or --epochs N");
         var adapterCfg = AdapterConfig.Load(Path.Combine(o.Artifacts, manifest.AdapterDir));
         var schedule = new LrSchedule(LrSchedule.ParseKind(o.LrScheduler), o.Lr, o.WarmupSteps, total);
-        var (start, position, init, m, v) = StartingPoint(o, manifest, total, log);
+        var (start, position, init, m, v) = StartingPoint(o, manifest.Trainable, Path.Combine(o.Artifacts, manifest.AdapterDir), total, log);
         if (start > 0 && adapterCfg.LoraDropout > 0)
             log.WriteLine($"note: lora_dropout {adapterCfg.LoraDropout} draws from ONNX Runtime's own random generator, so this resumed run is not bit-identical to an uninterrupted one");
         var optimizer = new OptimizerOptions(new AdamWOptions(WeightDecay: o.WeightDecay), o.MaxGradNorm);
@@ -69,7 +69,7 @@ public static class TrainLoop
     /// <summary>What a run folder holds: a new run starts only in an empty one, or with --overwrite, which clears it.</summary>
     private static readonly string[] RunOutputs = ["metrics.jsonl", "checkpoints", "adapter"];
 
-    private static void Fresh(TrainOptions o)
+    internal static void Fresh(TrainOptions o)
     {
         var found = RunOutputs.Where(n => File.Exists(Path.Combine(o.Out, n)) || Directory.Exists(Path.Combine(o.Out, n))).ToArray();
         if (found.Length == 0) return;
@@ -168,7 +168,7 @@ public static class TrainLoop
     }
 
     /// <summary>The newest checkpoint whose adapter parameters are all finite (its adapter read back, not its moments), or null.</summary>
-    private static string? NewestFinite(string outDir) =>
+    internal static string? NewestFinite(string outDir) =>
         Checkpoints.All(outDir).Reverse().FirstOrDefault(d => AdapterWeights.Load(Path.Combine(d, "adapter")).Values.All(t => t.Data.All(float.IsFinite)));
 
     /// <summary>
@@ -196,8 +196,8 @@ public static class TrainLoop
         return Checkpoints.Save(c.O.Out, info, c.Adapter, s.Download(s.Params), s.Download(s.M), s.Download(s.V));
     }
 
-    private static (long Start, DataPosition Position, AdapterWeights Init, AdapterWeights? M, AdapterWeights? V) StartingPoint(
-        TrainOptions o, Manifest manifest, long total, TextWriter log)
+    internal static (long Start, DataPosition Position, AdapterWeights Init, AdapterWeights? M, AdapterWeights? V) StartingPoint(
+        TrainOptions o, IReadOnlyList<TensorSpec> trainableSpecs, string adapterInit, long total, TextWriter log)
     {
         if (o.Resume && Checkpoints.Latest(o.Out) is { } dir)
         {
@@ -215,11 +215,11 @@ public static class TrainLoop
             return (info.Step, position, p, m, v);
         }
         Fail.If(o.Resume, $"--resume: {o.Out} has no checkpoint", "start without --resume, or point --out at an earlier run");
-        var trainable = manifest.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();
-        return (0, DataPosition.Start(o.Seed), AdapterStore.CheckedLoad(Path.Combine(o.Artifacts, manifest.AdapterDir), trainable), null, null);
+        var trainable = trainableSpecs.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray();
+        return (0, DataPosition.Start(o.Seed), AdapterStore.CheckedLoad(adapterInit, trainable), null, null);
     }
 
-    private static IReadOnlyList<Example> LoadData(TrainOptions o, IReadOnlyList<DataSource> sources, Manifest manifest, int vocab)
+    internal static IReadOnlyList<Example> LoadData(TrainOptions o, IReadOnlyList<DataSource> sources, Manifest manifest, int vocab)
     {
         var spec = new DatasetSpec(sources)
         {
@@ -237,7 +237,7 @@ public static class TrainLoop
     }
 
     /// <summary>One warning line when records carry no label token (all −100 after the shift): they add nothing to the loss.</summary>
-    private static void WarnMaskedRecords(IReadOnlyList<Example> examples, TextWriter log)
+    internal static void WarnMaskedRecords(IReadOnlyList<Example> examples, TextWriter log)
     {
         var masked = examples.Where(e => e.Labels.Skip(1).All(l => l == Example.IgnoreIndex)).ToArray();
         if (masked.Length == 0) return;
@@ -257,7 +257,7 @@ public static class TrainLoop
         }
     }
 
-    private static void CheckModel(Manifest m, string artifacts)
+    internal static void CheckModel(Manifest m, string artifacts)
     {
         if (!Directory.Exists(m.ModelPath)) throw Fail.User($"the model folder {m.ModelPath} named in {artifacts}/manifest.json is gone", "rebuild the artifacts with --model pointing at the model");
         var now = ModelConfig.Fingerprint(m.ModelPath);
