@@ -21,15 +21,15 @@ public static class CliHost
         {
             return body();
         }
-        catch (UserError e)
+        catch (UserError e) when (e.InnerException is null || !Runtime.RuntimeSettings.Process.Debug)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
-        catch (InvalidOperationException e) when (e.InnerException is Microsoft.ML.OnnxRuntime.OnnxRuntimeException && !Runtime.RuntimeSettings.Process.Debug)
+        catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException e) when (!Runtime.RuntimeSettings.Process.Debug)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
-            Console.Error.WriteLine("(set MIXLORA_DEBUG=1 for the stack trace)");
+            // a run that ONNX Runtime failed (out of memory, a kernel's error): its message, without the stack trace
+            Console.Error.WriteLine($"error: ONNX Runtime failed: {e.Message.ReplaceLineEndings(" ")}: set MIXLORA_DEBUG=1 for the stack trace");
             return 1;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

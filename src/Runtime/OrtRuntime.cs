@@ -194,7 +194,8 @@ public sealed class OrtRuntime
         }
         catch (OnnxRuntimeException e)
         {
-            throw new InvalidOperationException($"ONNX Runtime rejected the graph on {Device}: {e.Message}", e);
+            throw Fail.Runtime($"ONNX Runtime rejected the graph on {Device}: {e.Message.ReplaceLineEndings(" ")}",
+                $"check the device with mixlora-doctor --device {Device.ToString().ToLowerInvariant()} --smoke; MIXLORA_DEBUG=1 prints the stack trace", e);
         }
     }
 

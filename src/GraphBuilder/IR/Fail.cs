@@ -28,6 +28,20 @@ public static class Fail
     /// <summary>An internal invariant broke (a bug in this project, not in the input).</summary>
     public static InvalidOperationException Bug(string what) => new($"internal error: {what}");
 
+    /// <summary>
+    /// The machine's runtime failed in a way the user can act on (ONNX Runtime, the CUDA driver, NVRTC, a GPU
+    /// computing a wrong result): "the cause: the fix". The native error, when there is one, is kept as the
+    /// inner exception (the CLI prints its stack trace with MIXLORA_DEBUG=1).
+    /// </summary>
+    public static UserError Runtime(string what, string fix, Exception? inner = null) =>
+        inner is null ? new($"{what}: {fix}") : new($"{what}: {fix}", inner);
+
+    /// <summary>
+    /// A malformed value met inside a JSON read (a converter, a null document) whose caller catches
+    /// <see cref="System.Text.Json.JsonException"/> and reports it with the file and line.
+    /// </summary>
+    public static System.Text.Json.JsonException Json(string what) => new(what);
+
     public static void If(bool condition, string what, string fix)
     {
         if (condition) throw User(what, fix);

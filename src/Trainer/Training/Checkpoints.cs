@@ -55,7 +55,7 @@ public static class Checkpoints
         CheckpointInfo info;
         try
         {
-            info = JsonSerializer.Deserialize<CheckpointInfo>(File.ReadAllText(statePath)) ?? throw new JsonException("empty");
+            info = JsonSerializer.Deserialize<CheckpointInfo>(File.ReadAllText(statePath)) ?? throw Fail.Json("the state is null");
         }
         catch (JsonException e)
         {
