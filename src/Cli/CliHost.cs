@@ -1,5 +1,6 @@
 using System.CommandLine;
 using MixLoRA.GraphBuilder;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.Cli;
 
@@ -15,18 +16,19 @@ public static class CliHost
         Description = "replay the grad step as a CUDA graph after two plain runs (cuda; needs lora dropout 0: ONNX Runtime's Dropout masks would repeat)",
     };
 
-    public static int Guard(Func<int> body)
+    /// <summary>Runs <paramref name="body"/>; with <see cref="RuntimeSettings.Debug"/> runtime failures keep their stack trace.</summary>
+    public static int Guard(Func<int> body, RuntimeSettings settings)
     {
         try
         {
             return body();
         }
-        catch (UserError e) when (e.InnerException is null || !Runtime.RuntimeSettings.Process.Debug)
+        catch (UserError e) when (e.InnerException is null || !settings.Debug)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
-        catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException e) when (!Runtime.RuntimeSettings.Process.Debug)
+        catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException e) when (!settings.Debug)
         {
             // a run that ONNX Runtime failed (out of memory, a kernel's error): its message, without the stack trace
             Console.Error.WriteLine($"error: ONNX Runtime failed: {e.Message.ReplaceLineEndings(" ")}: set MIXLORA_DEBUG=1 for the stack trace");

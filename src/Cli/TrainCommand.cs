@@ -9,10 +9,10 @@ namespace MixLoRA.Cli;
 public static class TrainCommand
 {
     /// <summary>
-    /// Runs with the arguments after `train`; without --artifacts (and without --help) it runs
-    /// <paramref name="demo"/> instead when one is given (<see cref="Commands"/> passes the embedded demo).
+    /// Runs with the arguments after `train` and the start-up <paramref name="settings"/>; without --artifacts (and
+    /// without --help) it runs <paramref name="demo"/> instead when one is given (<see cref="Commands"/> passes the embedded demo).
     /// </summary>
-    public static int Run(string[] args, Func<string[], int>? demo = null)
+    public static int Run(string[] args, RuntimeSettings settings, Func<string[], int>? demo = null)
     {
         if (demo != null && !args.Contains("--artifacts") && !args.Contains("--help") && !args.Contains("-h")) return demo(args);
         var artifacts = new Option<string>("--artifacts") { Description = "artifacts folder from mixlora-build-graph", Required = true };
@@ -56,7 +56,7 @@ public static class TrainCommand
                 BatchSize = p.GetValue(batch), MicroBatchSize = p.GetValue(micro), Steps = p.GetValue(steps), Epochs = p.GetValue(epochs),
                 Lr = p.GetValue(lr), WeightDecay = p.GetValue(wd), LrScheduler = p.GetValue(sched)!, WarmupSteps = p.GetValue(warmup),
                 MaxGradNorm = p.GetValue(clip), Shuffle = !p.GetValue(noShuffle), GroupByLength = p.GetValue(group), Seed = p.GetValue(seed),
-                Device = OrtRuntime.ParseDevice(p.GetValue(device)!), SaveSteps = p.GetValue(save), Resume = p.GetValue(resume),
+                Device = OrtRuntime.ParseDevice(p.GetValue(device)!), Runtime = settings, SaveSteps = p.GetValue(save), Resume = p.GetValue(resume),
                 Tokenizer = p.GetValue(tokenizer), CutoffLen = p.GetValue(cutoff), TrainOnInputs = p.GetValue(inputs), Template = p.GetValue(template)!,
                 EvalData = (p.GetValue(evalData) ?? []).Select(DataSource.Parse).ToArray(), EvalSteps = p.GetValue(evalSteps), Quiet = p.GetValue(quiet),
                 SaveBin = p.GetValue(saveBin), CudaGraph = p.GetValue(cudaGraph), Overwrite = p.GetValue(overwrite), HandleSignals = true,

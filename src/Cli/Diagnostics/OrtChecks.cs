@@ -92,7 +92,7 @@ public static class OrtChecks
     {
         var (dev, placement) = StrictOrNot(rt, OnnxWriter.ToBytes(g));
         using var _ = dev;
-        using var cpu = new GraphRunner(OrtRuntime.Cpu, g);
+        using var cpu = new GraphRunner(rt.On(Device.Cpu), g);
         var (a, b) = (dev.Run(feeds), cpu.Run(feeds));
         var err = 0.0;
         foreach (var (k, v) in b)

@@ -54,7 +54,7 @@ public static class TrainLoop
             log.WriteLine($"note: lora_dropout {adapterCfg.LoraDropout} draws from ONNX Runtime's own random generator, so this resumed run is not bit-identical to an uninterrupted one");
         var optimizer = new OptimizerOptions(new AdamWOptions(WeightDecay: o.WeightDecay), o.MaxGradNorm);
         if (o.CudaGraph) OrtRuntime.CheckCudaGraphs(o.Device, adapterCfg.LoraDropout);
-        var rt = o.CudaGraph ? OrtRuntime.For(o.Device).WithCudaGraphs() : OrtRuntime.For(o.Device);
+        var rt = o.CudaGraph ? OrtRuntime.For(o.Device, o.Runtime).WithCudaGraphs() : OrtRuntime.For(o.Device, o.Runtime);
         using var runner = new StepRunner(rt, manifest, o.Artifacts, optimizer, init, m, v);
         var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, model.PadTokenId ?? 0, manifest.SeqLen, o.Shuffle, o.GroupByLength), position);
         var evalData = o.EvalData.Count > 0 ? LoadData(o, o.EvalData, manifest, model.VocabSize) : null;
