@@ -48,6 +48,24 @@ public static class CliHost
     }
 
     /// <summary>
+    /// The longest argument taken (32 Ki characters, Windows' whole command line). Issue 17 measured a CLR fatal
+    /// error for arguments over ~33,000 characters; long text belongs in a file (--prompt-file, --data FILE).
+    /// </summary>
+    public const int MaxArgumentLength = 32 * 1024;
+
+    /// <summary>Refuses an argument longer than <see cref="MaxArgumentLength"/> before anything parses it, naming it (and the option it follows).</summary>
+    public static void CheckArgumentLengths(IReadOnlyList<string> args)
+    {
+        for (var i = 0; i < args.Count; i++)
+        {
+            if (args[i].Length <= MaxArgumentLength) continue;
+            var option = i > 0 && args[i - 1].StartsWith("--", StringComparison.Ordinal) && args[i - 1].Length <= 40 ? $" of {args[i - 1]}" : "";
+            throw Fail.User(FormattableString.Invariant($"the argument{option} '{args[i][..40]}…' is {args[i].Length:N0} characters long, over the limit of {MaxArgumentLength:N0}"),
+                "pass a long prompt with --prompt-file FILE, and data with --data FILE");
+        }
+    }
+
+    /// <summary>
     /// Parses <paramref name="args"/> for <paramref name="command"/>; bad flags and values are reported as
     /// `error: ...` lines on stderr with exit code 2, otherwise the command's action runs.
     /// </summary>

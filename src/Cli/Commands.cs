@@ -39,7 +39,11 @@ public static class Commands
             Console.Error.WriteLine($"error: unknown command '{args[0]}': use one of {string.Join(", ", table.Keys)}");
             return 2;
         }
-        return CliHost.Guard(() => command(args[1..]), services.Settings);
+        return CliHost.Guard(() =>
+        {
+            CliHost.CheckArgumentLengths(args);
+            return command(args[1..]);
+        }, services.Settings);
     }
 
     /// <summary>
