@@ -164,7 +164,12 @@ public static class TrainLoop
         var what = lossBad ? $"the loss became {r.Loss}" : $"the gradient norm became {r.GradNorm} (loss {r.Loss:G6})";
         var keep = NewestFinite(c.O.Out);
         var where = keep != null ? $"the newest checkpoint with finite weights is {keep}" : "no checkpoint with finite weights was saved before it (use --save-steps N to keep some)";
-        throw Fail.User($"{what} at step {step}; training stopped and {where}", "lower --lr or set --max-grad-norm, then start again (or --resume from the checkpoint)");
+        // step 0 of a new run is the forward of the initial weights, before any update: the learning rate is not the cause
+        // (the base weights were checked finite as they were loaded)
+        var fix = step == 0 && !c.O.Resume
+            ? "the first step ran before any update, so --lr is not the cause: check the adapter's initial weights and, with float16 graphs, rebuild them with --dtype bfloat16"
+            : "lower --lr or set --max-grad-norm, then start again (or --resume from the checkpoint)";
+        throw Fail.User($"{what} at step {step}; training stopped and {where}", fix);
     }
 
     /// <summary>The newest checkpoint whose adapter parameters are all finite (its adapter read back, not its moments), or null.</summary>
