@@ -33,7 +33,11 @@ public sealed class OrtRuntime
     private static extern int SetEnv(string name, string value, int overwrite);
     private static CudaSetup? _cuda;
 
-    private OrtRuntime(Device device, RuntimeSettings settings) => (Device, Settings) = (device, settings);
+    private OrtRuntime(Device device, RuntimeSettings settings)
+    {
+        _ = Env;                                                                            // ORT's environment exists (telemetry off) before any session or tensor
+        (Device, Settings) = (device, settings);
+    }
 
     public Device Device { get; }
 
