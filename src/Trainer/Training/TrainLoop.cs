@@ -133,7 +133,12 @@ public static class TrainLoop
         {
             adapterDir = Path.Combine(c.O.Out, "adapter");
             var formats = c.O.SaveBin ? AdapterWeightFormats.Both : AdapterWeightFormats.Safetensors;
-            AdapterStore.Save(adapterDir, c.Adapter, c.Runner.State.Download(c.Runner.State.Params), formats);
+            var trained = c.Runner.State.Download(c.Runner.State.Params);
+            GraphBuilder.IO.AtomicFolder.Write(adapterDir, "training", tmp =>                    // appears only when complete
+            {
+                AdapterStore.Save(tmp, c.Adapter, trained, formats);
+                return tmp;
+            });
         }
         var summary = new TrainSummary(end - start, first, last, adapterDir, checkpoint, clock.Elapsed.TotalSeconds, tokens,
             c.Metrics.Path, end, c.Total, load);
