@@ -1,5 +1,6 @@
 using System.CommandLine;
 using MixLoRA.GraphBuilder;
+using MixLoRA.Runtime;
 
 namespace MixLoRA.Cli;
 
@@ -15,21 +16,22 @@ public static class CliHost
         Description = "replay the grad step as a CUDA graph after two plain runs (cuda; needs lora dropout 0: ONNX Runtime's Dropout masks would repeat)",
     };
 
-    public static int Guard(Func<int> body)
+    /// <summary>Runs <paramref name="body"/>; with <see cref="RuntimeSettings.Debug"/> runtime failures keep their stack trace.</summary>
+    public static int Guard(Func<int> body, RuntimeSettings settings)
     {
         try
         {
             return body();
         }
-        catch (UserError e)
+        catch (UserError e) when (e.InnerException is null || !settings.Debug)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
-        catch (InvalidOperationException e) when (e.InnerException is Microsoft.ML.OnnxRuntime.OnnxRuntimeException && !Runtime.RuntimeSettings.Process.Debug)
+        catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException e) when (!settings.Debug)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
-            Console.Error.WriteLine("(set MIXLORA_DEBUG=1 for the stack trace)");
+            // a run that ONNX Runtime failed (out of memory, a kernel's error): its message, without the stack trace
+            Console.Error.WriteLine($"error: ONNX Runtime failed: {e.Message.ReplaceLineEndings(" ")}: set MIXLORA_DEBUG=1 for the stack trace");
             return 1;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -42,6 +44,24 @@ public static class CliHost
         {
             Console.Error.WriteLine("interrupted");
             return 130;
+        }
+    }
+
+    /// <summary>
+    /// The longest argument taken (32 Ki characters, Windows' whole command line). Issue 17 measured a CLR fatal
+    /// error for arguments over ~33,000 characters; long text belongs in a file (--prompt-file, --data FILE).
+    /// </summary>
+    public const int MaxArgumentLength = 32 * 1024;
+
+    /// <summary>Refuses an argument longer than <see cref="MaxArgumentLength"/> before anything parses it, naming it (and the option it follows).</summary>
+    public static void CheckArgumentLengths(IReadOnlyList<string> args)
+    {
+        for (var i = 0; i < args.Count; i++)
+        {
+            if (args[i].Length <= MaxArgumentLength) continue;
+            var option = i > 0 && args[i - 1].StartsWith("--", StringComparison.Ordinal) && args[i - 1].Length <= 40 ? $" of {args[i - 1]}" : "";
+            throw Fail.User(FormattableString.Invariant($"the argument{option} '{args[i][..40]}…' is {args[i].Length:N0} characters long, over the limit of {MaxArgumentLength:N0}"),
+                "pass a long prompt with --prompt-file FILE, and data with --data FILE");
         }
     }
 

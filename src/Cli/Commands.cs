@@ -1,16 +1,22 @@
 using MixLoRA.Cli.Bench;
 using MixLoRA.Cli.Demo;
 using MixLoRA.Cli.Diagnostics;
+using MixLoRA.Runtime;
 using MixLoRA.Text.Tokenization;
 
 namespace MixLoRA.Cli;
 
 /// <summary>
 /// What the commands take from their host rather than from static state: how a tokenizer is loaded from a
-/// path (a `tokenizer.json` file or a folder holding one). Tests pass a fake.
+/// path (a `tokenizer.json` file or a folder holding one; tests pass a fake), and the runtime settings read once
+/// at start-up (<see cref="Program.Main"/>: the MIXLORA_* variables; default none), which each command combines
+/// with its flags (--device) into the runtime it creates.
 /// </summary>
 public sealed record CommandServices(Func<string, ITokenizer> LoadTokenizer)
 {
+    /// <summary>The MIXLORA_* settings (<see cref="RuntimeSettings.FromEnvironment"/> in the executable).</summary>
+    public RuntimeSettings Settings { get; init; } = RuntimeSettings.Default;
+
     /// <summary>The real wiring: <see cref="HfTokenizer"/> from a folder or a file.</summary>
     public static CommandServices Default { get; } = new(p => Directory.Exists(p) ? HfTokenizer.FromDirectory(p) : HfTokenizer.Load(p));
 }
@@ -33,7 +39,11 @@ public static class Commands
             Console.Error.WriteLine($"error: unknown command '{args[0]}': use one of {string.Join(", ", table.Keys)}");
             return 2;
         }
-        return CliHost.Guard(() => command(args[1..]));
+        return CliHost.Guard(() =>
+        {
+            CliHost.CheckArgumentLengths(args);
+            return command(args[1..]);
+        }, services.Settings);
     }
 
     /// <summary>
@@ -44,12 +54,12 @@ public static class Commands
     {
         ["data"] = a => DataCommand.Run(a, services.LoadTokenizer),
         ["build-graph"] = BuildGraphCommand.Run,
-        ["train"] = a => TrainCommand.Run(a, demo: DemoCommand.Run),
-        ["doctor"] = DoctorCommand.Run,
-        ["score"] = ScoreCommand.Run,
-        ["bench"] = BenchCommand.Run,
+        ["train"] = a => TrainCommand.Run(a, services.Settings, demo: d => DemoCommand.Run(d, services.Settings)),
+        ["doctor"] = a => DoctorCommand.Run(a, services.Settings),
+        ["score"] = a => ScoreCommand.Run(a, services.Settings),
+        ["bench"] = a => BenchCommand.Run(a, services.Settings),
         ["export"] = ExportCommand.Run,
-        ["generate"] = a => GenerateCommand.Run(a, services.LoadTokenizer),
-        ["eval"] = a => EvalCommand.Run(a, services.LoadTokenizer),
+        ["generate"] = a => GenerateCommand.Run(a, services.LoadTokenizer, services.Settings),
+        ["eval"] = a => EvalCommand.Run(a, services.LoadTokenizer, services.Settings),
     };
 }

@@ -16,7 +16,7 @@ public static class EvalCommand
     public static readonly string[] Tasks = ["arc-e", "arc-c", "boolq", "obqa", "piqa"];
 
     /// <summary>Runs with the arguments after the command name; <paramref name="loadTokenizer"/> loads the model folder's tokenizer.</summary>
-    public static int Run(string[] args, Func<string, ITokenizer> loadTokenizer)
+    public static int Run(string[] args, Func<string, ITokenizer> loadTokenizer, RuntimeSettings settings)
     {
         var model = new Option<string>("--model") { Description = "exported folder, or HF model folder", Required = true };
         var adapter = new Option<string?>("--adapter") { Description = "adapter folder (HF model) or .onnx_adapter file (exported model)" };
@@ -41,7 +41,7 @@ public static class EvalCommand
                 items = items.Take(n).ToList();
             }
             var dir = p.GetValue(model)!;
-            using var source = ModelSource.Open(dir, p.GetValue(adapter), OrtRuntime.ParseDevice(p.GetValue(device)!), routerOutputs: true);
+            using var source = ModelSource.Open(dir, p.GetValue(adapter), OrtRuntime.For(OrtRuntime.ParseDevice(p.GetValue(device)!), settings), routerOutputs: true);
             var report = CommonsenseEval.Run(source.Model, loadTokenizer(dir), items, taskName, Console.Error);
             Console.WriteLine($"{taskName}: accuracy {report.Accuracy:F4} ({report.Correct}/{report.Count})");
             if (report.ExpertLoad is { } load)

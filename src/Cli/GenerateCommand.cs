@@ -12,7 +12,7 @@ namespace MixLoRA.Cli;
 public static class GenerateCommand
 {
     /// <summary>Runs with the arguments after the command name; <paramref name="loadTokenizer"/> loads the model folder's tokenizer.</summary>
-    public static int Run(string[] args, Func<string, ITokenizer> loadTokenizer)
+    public static int Run(string[] args, Func<string, ITokenizer> loadTokenizer, RuntimeSettings settings)
     {
         var model = new Option<string>("--model") { Description = "exported folder, or HF model folder", Required = true };
         var adapter = new Option<string?>("--adapter") { Description = "adapter folder (HF model) or .onnx_adapter file (exported model)" };
@@ -33,7 +33,7 @@ public static class GenerateCommand
             options.Validate();
             var text = PromptText(p.GetValue(prompt), p.GetValue(promptFile));
             var dir = p.GetValue(model)!;
-            using var source = ModelSource.Open(dir, p.GetValue(adapter), OrtRuntime.ParseDevice(p.GetValue(device)!));
+            using var source = ModelSource.Open(dir, p.GetValue(adapter), OrtRuntime.For(OrtRuntime.ParseDevice(p.GetValue(device)!), settings));
             var generator = new Generator(source.Model, loadTokenizer(dir));
             generator.GenerateText(text, options, Console.Out);
             Console.WriteLine();

@@ -4,7 +4,7 @@ public static class Program
 {
     public static int Main(string[] args)
     {
-        Runtime.RuntimeSettings.Use(Runtime.RuntimeSettings.FromEnvironment());     // the MIXLORA_* variables, read once here
-        return Commands.Run(args);
+        var settings = Runtime.RuntimeSettings.FromEnvironment();                      // the MIXLORA_* variables, read once here
+        return Commands.Run(args, CommandServices.Default with { Settings = settings });
     }
 }

@@ -18,7 +18,7 @@ namespace MixLoRA.Cli;
 public static class ScoreCommand
 {
     /// <summary>Runs with the arguments after `score`; user mistakes are thrown as <see cref="UserError"/>.</summary>
-    public static int Run(string[] args)
+    public static int Run(string[] args, RuntimeSettings settings)
     {
         var model = new Option<string>("--model") { Description = "Hugging Face model folder (config.json + *.safetensors)", Required = true };
         var adapter = new Option<string?>("--adapter") { Description = "adapter folder (adapter_config.json + adapter_model.safetensors/.bin)" };
@@ -34,19 +34,19 @@ public static class ScoreCommand
         };
         command.SetAction(parse => Score(
             parse.GetValue(model)!, parse.GetValue(adapter), parse.GetValue(data)!, parse.GetValue(output),
-            OrtRuntime.ParseDevice(parse.GetValue(device)!), DTypes.Parse(parse.GetValue(dtype)!)));
+            OrtRuntime.For(OrtRuntime.ParseDevice(parse.GetValue(device)!), settings), DTypes.Parse(parse.GetValue(dtype)!)));
         return command.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
     }
 
     /// <summary>Scores <paramref name="dataFile"/>, prints loss and perplexity, writes <paramref name="outFile"/> when given.</summary>
-    public static int Score(string modelDir, string? adapterDir, string dataFile, string? outFile, Device device, DType dtype)
+    public static int Score(string modelDir, string? adapterDir, string dataFile, string? outFile, OrtRuntime runtime, DType dtype)
     {
-        if (device == Device.Cpu && dtype != DType.Float32)
+        if (runtime.Device == Device.Cpu && dtype != DType.Float32)
             throw Fail.User($"--dtype {dtype.Name()} runs only on the GPU", "use --device cuda, or --dtype float32 on the CPU");
         if (outFile != null && Path.GetDirectoryName(Path.GetFullPath(outFile)) is { } dir && !Directory.Exists(dir))
             throw Fail.User($"the folder of --out '{outFile}' does not exist", "create it or choose another path");
         var examples = DatasetLoader.Load(new DatasetSpec([new DataSource(dataFile, TaskType.Known["tokens"])]), null);
-        var r = Scorer.Score(modelDir, adapterDir, examples, OrtRuntime.For(device), dtype);
+        var r = Scorer.Score(modelDir, adapterDir, examples, runtime, dtype);
         var inv = CultureInfo.InvariantCulture;
         Console.WriteLine(r.LabelledTokens == 0
             ? $"records {r.Batch.B}, sequence length {r.Batch.T}: no labelled tokens (every shifted label is -100), loss undefined"

@@ -9,10 +9,10 @@ namespace MixLoRA.Cli;
 public static class TrainCommand
 {
     /// <summary>
-    /// Runs with the arguments after `train`; without --artifacts (and without --help) it runs
-    /// <paramref name="demo"/> instead when one is given (<see cref="Commands"/> passes the embedded demo).
+    /// Runs with the arguments after `train` and the start-up <paramref name="settings"/>; without --artifacts (and
+    /// without --help) it runs <paramref name="demo"/> instead when one is given (<see cref="Commands"/> passes the embedded demo).
     /// </summary>
-    public static int Run(string[] args, Func<string[], int>? demo = null)
+    public static int Run(string[] args, RuntimeSettings settings, Func<string[], int>? demo = null)
     {
         if (demo != null && !args.Contains("--artifacts") && !args.Contains("--help") && !args.Contains("-h")) return demo(args);
         var artifacts = new Option<string>("--artifacts") { Description = "artifacts folder from mixlora-build-graph", Required = true };
@@ -54,7 +54,7 @@ public static class TrainCommand
         {
             if (p.GetValue(jobs) is { } file)
             {
-                var jo = new Trainer.Jobs.JobsOptions(p.GetValue(artifacts)!, file, OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(quiet), p.GetValue(resume), p.GetValue(overwrite));
+                var jo = new Trainer.Jobs.JobsOptions(p.GetValue(artifacts)!, file, OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(quiet), p.GetValue(resume), p.GetValue(overwrite)) { Runtime = settings };
                 return Trainer.Jobs.JobsLoop.Run(jo).Any(j => j.Error != null) ? 1 : 0;
             }
             GraphBuilder.Fail.If(p.GetValue(data) is not { Length: > 0 } || p.GetValue(output) is null, "--data and --out are required", "give the training data and the run folder (or --jobs jobs.json)");
@@ -64,7 +64,7 @@ public static class TrainCommand
                 BatchSize = p.GetValue(batch), MicroBatchSize = p.GetValue(micro), Steps = p.GetValue(steps), Epochs = p.GetValue(epochs),
                 Lr = p.GetValue(lr), WeightDecay = p.GetValue(wd), LrScheduler = p.GetValue(sched)!, WarmupSteps = p.GetValue(warmup),
                 MaxGradNorm = p.GetValue(clip), Shuffle = !p.GetValue(noShuffle), GroupByLength = p.GetValue(group), Packing = p.GetValue(packing), Seed = p.GetValue(seed),
-                Device = OrtRuntime.ParseDevice(p.GetValue(device)!), SaveSteps = p.GetValue(save), Resume = p.GetValue(resume),
+                Device = OrtRuntime.ParseDevice(p.GetValue(device)!), Runtime = settings, SaveSteps = p.GetValue(save), Resume = p.GetValue(resume),
                 Tokenizer = p.GetValue(tokenizer), CutoffLen = p.GetValue(cutoff), TrainOnInputs = p.GetValue(inputs), Template = p.GetValue(template)!,
                 EvalData = (p.GetValue(evalData) ?? []).Select(DataSource.Parse).ToArray(), EvalSteps = p.GetValue(evalSteps), Quiet = p.GetValue(quiet),
                 SaveBin = p.GetValue(saveBin), CudaGraph = p.GetValue(cudaGraph), Overwrite = p.GetValue(overwrite), HandleSignals = true,

@@ -33,7 +33,11 @@ public sealed class OrtRuntime
     private static extern int SetEnv(string name, string value, int overwrite);
     private static CudaSetup? _cuda;
 
-    private OrtRuntime(Device device, RuntimeSettings settings) => (Device, Settings) = (device, settings);
+    private OrtRuntime(Device device, RuntimeSettings settings)
+    {
+        _ = Env;                                                                            // ORT's environment exists (telemetry off) before any session or tensor
+        (Device, Settings) = (device, settings);
+    }
 
     public Device Device { get; }
 
@@ -46,9 +50,14 @@ public sealed class OrtRuntime
     /// <summary>This runtime with ORT profiling of every session it creates (for mixlora-bench --profile).</summary>
     public OrtRuntime WithProfiling(string prefix) => new(Device, Settings) { ProfilePrefix = prefix, CudaGraphs = CudaGraphs };
 
-    /// <summary>The CPU runtime with this process's settings (<see cref="RuntimeSettings.Process"/>).</summary>
-    public static OrtRuntime Cpu => _cpu ??= new(Device.Cpu, RuntimeSettings.Process);
-    private static OrtRuntime? _cpu;
+    /// <summary>
+    /// The CPU runtime with <see cref="RuntimeSettings.Default"/> (no MIXLORA_* variable applies): for tests and
+    /// library callers. The commands create theirs with the settings the CLI read at start-up.
+    /// </summary>
+    public static OrtRuntime Cpu { get; } = new(Device.Cpu, RuntimeSettings.Default);
+
+    /// <summary>The runtime for <paramref name="device"/> with this runtime's settings (e.g. the CPU twin a device check compares with).</summary>
+    public OrtRuntime On(Device device) => For(device, Settings);
 
     public static Device ParseDevice(string s) => s.ToLowerInvariant() switch
     {
@@ -57,13 +66,10 @@ public sealed class OrtRuntime
         _ => throw Fail.User($"unknown device '{s}'", "use --device cpu or --device cuda"),
     };
 
-    /// <summary>The runtime for <paramref name="device"/> with this process's settings (<see cref="RuntimeSettings.Process"/>).</summary>
-    public static OrtRuntime For(Device device) => For(device, RuntimeSettings.Process);
-
     /// <summary>The runtime for <paramref name="device"/> with <paramref name="settings"/>.</summary>
     public static OrtRuntime For(Device device, RuntimeSettings settings)
     {
-        if (device == Device.Cpu) return settings == RuntimeSettings.Process ? Cpu : new OrtRuntime(Device.Cpu, settings);
+        if (device == Device.Cpu) return ReferenceEquals(settings, RuntimeSettings.Default) ? Cpu : new OrtRuntime(Device.Cpu, settings);
         var rt = new OrtRuntime(Device.Cuda, settings);
         rt.DeviceAllocator();                                                               // load the provider now: a missing GPU fails here
         return rt;
@@ -194,7 +200,8 @@ public sealed class OrtRuntime
         }
         catch (OnnxRuntimeException e)
         {
-            throw new InvalidOperationException($"ONNX Runtime rejected the graph on {Device}: {e.Message}", e);
+            throw Fail.Runtime($"ONNX Runtime rejected the graph on {Device}: {e.Message.ReplaceLineEndings(" ")}",
+                $"check the device with mixlora-doctor --device {Device.ToString().ToLowerInvariant()} --smoke; MIXLORA_DEBUG=1 prints the stack trace", e);
         }
     }
 

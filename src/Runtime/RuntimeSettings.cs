@@ -3,8 +3,10 @@ using Microsoft.ML.OnnxRuntime;
 namespace MixLoRA.Runtime;
 
 /// <summary>
-/// The process's diagnosis settings from the MIXLORA_* environment variables, read once at start-up
-/// (<see cref="FromEnvironment"/>, called by the CLI's Program.Main) instead of wherever they are used; tests construct one directly.
+/// The diagnosis settings from the MIXLORA_* environment variables, read once at start-up
+/// (<see cref="FromEnvironment"/>, called by the CLI's Program.Main) and passed explicitly to the commands and
+/// the runtimes they create (<see cref="OrtRuntime.For(Device, RuntimeSettings)"/>); nothing reads them from static state.
+/// Tests construct one directly (<see cref="Default"/>: no variable set).
 /// </summary>
 public sealed record RuntimeSettings
 {
@@ -38,16 +40,6 @@ public sealed record RuntimeSettings
 
     /// <summary>No variables set.</summary>
     public static RuntimeSettings Default { get; } = new();
-
-    /// <summary>
-    /// The settings of this process: what Program.Main read at start-up (<see cref="Use"/>), else the environment
-    /// read on first use (in-process callers such as tests that do not go through Main).
-    /// </summary>
-    public static RuntimeSettings Process => _process ??= FromEnvironment();
-    private static RuntimeSettings? _process;
-
-    /// <summary>Makes <paramref name="settings"/> this process's (Program.Main, once at start-up).</summary>
-    public static RuntimeSettings Use(RuntimeSettings settings) => _process = settings;
 
     /// <summary>The settings from the MIXLORA_* variables of <paramref name="get"/> (default: the process environment): the one place they are read.</summary>
     public static RuntimeSettings FromEnvironment(Func<string, string?>? get = null)

@@ -12,7 +12,7 @@ namespace MixLoRA.Cli.Bench;
 /// </summary>
 public static class BenchCommand
 {
-    public static int Run(string[] args)
+    public static int Run(string[] args, RuntimeSettings settings)
     {
         var config = new Option<string>("--config") { Description = $"{string.Join(" | ", BenchModels.Names)} | a config.json file", DefaultValueFactory = _ => "tiny" };
         var method = new Option<string>("--method") { Description = "mixlora | lora", DefaultValueFactory = _ => "mixlora" };
@@ -46,7 +46,7 @@ public static class BenchCommand
                 Adapter = new AdapterChoice(p.GetValue(method)!, p.GetValue(r), 2.0 * p.GetValue(r), p.GetValue(experts), p.GetValue(topK), p.GetValue(dropout)),
                 SeqLen = p.GetValue(seqLen), Batch = p.GetValue(batch),
                 DType = p.GetValue(dtype) is { } d ? DTypes.Parse(d) : null,
-                Device = OrtRuntime.ParseDevice(p.GetValue(device)!),
+                Device = OrtRuntime.ParseDevice(p.GetValue(device)!), Runtime = settings,
                 GradientCheckpointing = p.GetValue(checkpointing),
                 Fused = p.GetValue(noFused) ? FusedOps.None : FusedOps.All, CudaGraph = p.GetValue(cudaGraph),
                 Steps = p.GetValue(steps), Warmup = p.GetValue(warmup), PeakTflops = p.GetValue(peak), Profile = p.GetValue(profile),

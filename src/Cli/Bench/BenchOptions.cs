@@ -16,6 +16,9 @@ public sealed record BenchOptions
     /// <summary>Weight and compute dtype; null: float32 on the CPU, bfloat16 on CUDA.</summary>
     public DType? DType { get; init; }
     public Device Device { get; init; } = Device.Cpu;
+
+    /// <summary>The MIXLORA_* settings the CLI read at start-up, for the bench's sessions.</summary>
+    public RuntimeSettings Runtime { get; init; } = RuntimeSettings.Default;
     public bool GradientCheckpointing { get; init; }
 
     /// <summary>The fused ops wanted (<see cref="FusedOps.None"/> with --no-fused-kernels); the graphs use those the device has.</summary>

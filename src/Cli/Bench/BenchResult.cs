@@ -3,6 +3,7 @@ using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Text.Json.Serialization.Metadata;
+using MixLoRA.GraphBuilder;
 
 namespace MixLoRA.Cli.Bench;
 
@@ -114,7 +115,7 @@ public sealed class JsonRoundAttribute(int digits) : Attribute
             p.IsRequired = false;                                                                   // written, never read back
             if (p.AttributeProvider?.GetCustomAttributes(typeof(JsonRoundAttribute), false).FirstOrDefault() is not JsonRoundAttribute round || p.Get is not { } get) continue;
             if (p.PropertyType != typeof(double) && p.PropertyType != typeof(double?))
-                throw new InvalidOperationException($"[JsonRound] on {info.Type.Name}.{(p.AttributeProvider as MemberInfo)?.Name}, a {p.PropertyType.Name}: only double properties are rounded");
+                throw Fail.Bug($"[JsonRound] on {info.Type.Name}.{(p.AttributeProvider as MemberInfo)?.Name}, a {p.PropertyType.Name}: only double properties are rounded");
             var digits = round.Digits;
             var rounded = info.CreateJsonPropertyInfo(typeof(double?), p.Name);
             rounded.Get = o => get(o) is double d && double.IsFinite(d) ? Math.Round(d, digits) : null;

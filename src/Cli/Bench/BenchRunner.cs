@@ -42,7 +42,7 @@ public static class BenchRunner
 
         StepRunner? runner = null;
         var memory = PeakMemory.For(o.Device, () => runner?.DeviceBytes ?? 0);
-        var rt = OrtRuntime.For(o.Device);
+        var rt = OrtRuntime.For(o.Device, o.Runtime);
         if (o.CudaGraph) rt = rt.WithCudaGraphs();
         if (o.Profile != null) rt = rt.WithProfiling(o.Profile);
         var optimizer = new OptimizerOptions(new AdamWOptions(), MaxGradNorm: 1.0);

@@ -25,7 +25,7 @@ public sealed record DemoResult(string Root, string ModelDir, string DataDir, st
 public static class DemoCommand
 {
     /// <summary>Runs the demo with the arguments after `train` (<see cref="Commands"/> passes this to <see cref="TrainCommand"/>).</summary>
-    public static int Run(string[] args)
+    public static int Run(string[] args, RuntimeSettings runtime)
     {
         var output = new Option<string?>("--out") { Description = "demo folder (default: artifacts/demo in the repository)" };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 300, Description = "optimizer steps" };
@@ -42,7 +42,7 @@ public static class DemoCommand
         command.SetAction(p =>
         {
             var settings = new DemoSettings(p.GetValue(output) ?? DefaultRoot(), p.GetValue(steps), p.GetValue(lr), p.GetValue(seed),
-                OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(saveBin), p.GetValue(quiet), p.GetValue(composed) ? GraphBuilder.Ops.FusedOps.None : GraphBuilder.Ops.FusedOps.All);
+                OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(saveBin), p.GetValue(quiet), p.GetValue(composed) ? GraphBuilder.Ops.FusedOps.None : GraphBuilder.Ops.FusedOps.All) { Runtime = runtime };
             Execute(settings, Console.Out);
             return 0;
         });
@@ -52,7 +52,11 @@ public static class DemoCommand
     /// <summary>The demo's knobs.</summary>
     /// <param name="Fused">the fused ops to build with (None: composed graphs, as `--no-fused-kernels`; Debug test builds run them faster).</param>
     public sealed record DemoSettings(string Root, int Steps, double Lr, int Seed, Device Device, bool SaveBin = false, bool Quiet = false,
-        GraphBuilder.Ops.FusedOps Fused = GraphBuilder.Ops.FusedOps.All);
+        GraphBuilder.Ops.FusedOps Fused = GraphBuilder.Ops.FusedOps.All)
+    {
+        /// <summary>The MIXLORA_* settings the CLI read at start-up.</summary>
+        public RuntimeSettings Runtime { get; init; } = RuntimeSettings.Default;
+    }
 
     /// <summary>Records per optimizer step (one micro-batch).</summary>
     public const int Batch = 16;
@@ -85,12 +89,12 @@ public static class DemoCommand
         var options = new TrainOptions
         {
             Artifacts = artifacts, Data = dataArgs.Select(DataSource.Parse).ToArray(), Out = run, BatchSize = Batch, Steps = s.Steps, Lr = s.Lr,
-            LrScheduler = "cosine", WarmupSteps = Math.Min(10, s.Steps / 10), Template = "plain", Seed = s.Seed, Device = s.Device, SaveBin = s.SaveBin, Quiet = s.Quiet,
+            LrScheduler = "cosine", WarmupSteps = Math.Min(10, s.Steps / 10), Template = "plain", Seed = s.Seed, Device = s.Device, Runtime = s.Runtime, SaveBin = s.SaveBin, Quiet = s.Quiet,
         };
         var summary = TrainLoop.Run(options, log);
         var (head, tail) = SmoothedLoss(summary.MetricsPath, Math.Max(1, s.Steps / 10));
         log.WriteLine($"loss, mean of the first and of the last {Math.Max(1, s.Steps / 10)} steps: {head:F3} → {tail:F3}");
-        var scores = DemoEval.Run(model, Path.Combine(model, "tokenizer.json"), Path.Combine(artifacts, manifest.AdapterDir), summary.AdapterDir!, tasks, OrtRuntime.Cpu);
+        var scores = DemoEval.Run(model, Path.Combine(model, "tokenizer.json"), Path.Combine(artifacts, manifest.AdapterDir), summary.AdapterDir!, tasks, OrtRuntime.For(Device.Cpu, s.Runtime));
         log.WriteLine("held-out records (never trained on), base model → trained adapter:");
         foreach (var t in scores)
             log.WriteLine($"  {t.Task,-12} {t.Metric,-16} {t.BaseCorrect,3}/{t.Count} ({t.Base:P0}) → {t.TrainedCorrect,3}/{t.Count} ({t.Trained:P0})");

@@ -66,7 +66,7 @@ public static class DemoEval
     {
         var prompt = tok.Encode(p.Prompt);
         var all = tok.Encode(p.Prompt + p.Target);
-        if (!all.Take(prompt.Count).SequenceEqual(prompt)) throw new InvalidOperationException($"demo prompt '{p.Prompt}' is not a token prefix of its record");
+        if (!all.Take(prompt.Count).SequenceEqual(prompt)) throw Fail.Bug($"demo prompt '{p.Prompt}' is not a token prefix of its record");
         return all.Skip(prompt.Count).ToArray();
     }
 

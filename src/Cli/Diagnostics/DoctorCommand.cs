@@ -13,7 +13,7 @@ namespace MixLoRA.Cli.Diagnostics;
 /// </summary>
 public static class DoctorCommand
 {
-    public static int Run(string[] args)
+    public static int Run(string[] args, RuntimeSettings settings)
     {
         var device = new Option<string>("--device") { DefaultValueFactory = _ => "cpu", Description = "cpu | cuda" };
         var ops = new Option<bool>("--ops") { Description = "probe every catalog op (forward + gradient) per dtype" };
@@ -30,7 +30,7 @@ public static class DoctorCommand
         command.SetAction(p =>
         {
             var dev = OrtRuntime.ParseDevice(p.GetValue(device)!);
-            var rt = OrtRuntime.For(dev);
+            var rt = OrtRuntime.For(dev, settings);
             Console.WriteLine($"ONNX Runtime {Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString()} on {dev.ToString().ToLowerInvariant()}" +
                 (dev == Device.Cuda ? $" (provider {OrtRuntime.CudaProviderPath})" : ""));
             if (p.GetValue(ortCheck) is { } one) return OrtChecks.RunOne(rt, one);

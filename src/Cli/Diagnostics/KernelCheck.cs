@@ -31,7 +31,7 @@ public static class KernelCheck
                 {
                     var inputs = Inputs(n, k, f, t);
                     using var device = new GraphRunner(rt, Graph(t, ratio));
-                    using var cpu = new GraphRunner(OrtRuntime.Cpu, Graph(DType.Float32, ratio));
+                    using var cpu = new GraphRunner(rt.On(Device.Cpu), Graph(DType.Float32, ratio));
                     var got = device.Run(inputs);
                     var want = cpu.Run(inputs);
                     ok &= Report(log, $"SwiGluSlots N={n} K={k} F={f} dropout {ratio}", t, Outputs, got, want);
@@ -70,7 +70,7 @@ public static class KernelCheck
             ["d"] = HostTensor.Of(Enumerable.Range(0, (int)n).Select(_ => (float)rng.NextDouble()).ToArray(), n),
         };
         using var device = new GraphRunner(rt, Make(t));
-        using var cpu = new GraphRunner(OrtRuntime.Cpu, Make(DType.Float32));
+        using var cpu = new GraphRunner(rt.On(Device.Cpu), Make(DType.Float32));
         var (got, want) = (device.Run(feeds), cpu.Run(feeds));
         return Report(log, $"SoftmaxCrossEntropy N={n} V={v}", t, ["nll", "lse", "dx"], got, want);
     }

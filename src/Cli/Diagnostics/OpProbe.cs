@@ -1,5 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using MixLoRA.GraphBuilder.Autodiff;
+using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
@@ -45,7 +46,7 @@ public static class OpProbe
             if (outs.Values.Any(t => t.DType.IsFloat() && t.Floats().Any(f => !float.IsFinite(f)))) return new ProbeResult(op.Key, c.Label, dtype.Name(), false, "non-finite output");
             return new ProbeResult(op.Key, c.Label, dtype.Name(), true, null);
         }
-        catch (Exception e) when (e is OnnxRuntimeException or InvalidOperationException)
+        catch (Exception e) when (e is OnnxRuntimeException or InvalidOperationException or UserError)
         {
             var msg = e.InnerException?.Message ?? e.Message;
             return new ProbeResult(op.Key, c.Label, dtype.Name(), false, msg.Split('\n')[0]);

@@ -1,3 +1,4 @@
+using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.Building;
 using MixLoRA.GraphBuilder.IO;
 using MixLoRA.GraphBuilder.IR;
@@ -33,7 +34,7 @@ public static class Smoke
         b.Output(b.Add(x, x), "y");
         using var r = new GraphRunner(rt, b.Build());
         var y = r.Run(new Dictionary<string, HostTensor> { ["x"] = HostTensor.Of(new float[] { 1, 2, 3, 4, 5, 6 }, 2, 3) })["y"].Floats();
-        if (y[5] != 12) throw new InvalidOperationException($"wrong result {y[5]}");
+        if (y[5] != 12) throw Wrong(y[5], 12);
     }
 
     private static void MatMul(OrtRuntime rt, DType t)
@@ -44,8 +45,11 @@ public static class Smoke
         using var r = new GraphRunner(rt, b.Build());
         var ones = Enumerable.Repeat(1f, 64 * 64).ToArray();
         var y = r.Run(new Dictionary<string, HostTensor> { ["x"] = new(t, [64, 64], TensorConvert.FromFloat32(ones, t)) })["y"].Floats();
-        if (y[0] != 64) throw new InvalidOperationException($"wrong result {y[0]}");
+        if (y[0] != 64) throw Wrong(y[0], 64);
     }
+
+    private static UserError Wrong(float got, float expected) =>
+        Fail.Runtime($"wrong result {got} (expected {expected})", "ONNX Runtime computes wrongly on this device: run mixlora-doctor --ort-checks, and train on the CPU meanwhile");
 
     private static void Bound(OrtRuntime rt)
     {
@@ -61,6 +65,6 @@ public static class Smoke
         Step("  download", () => store.Download(dx!));
         Step("  bound run", () => s.Run(new Dictionary<string, Microsoft.ML.OnnxRuntime.OrtValue> { ["x"] = dx! }, new Dictionary<string, Microsoft.ML.OnnxRuntime.OrtValue> { ["y"] = dy! }));
         var y = store.Download(dy!).Floats();
-        if (y[3] != 16) throw new InvalidOperationException($"wrong result {y[3]}");
+        if (y[3] != 16) throw Wrong(y[3], 16);
     }
 }

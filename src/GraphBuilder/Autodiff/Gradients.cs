@@ -13,7 +13,7 @@ public static class Gradients
 {
     /// <summary>
     /// Emits d(loss)/d(p) for each p; returns parameter name → gradient value. With <paramref name="recompute"/>,
-    /// each of the builder's <see cref="Builder.Segments"/> is recomputed for its backward (see <see cref="Recompute"/>).
+    /// each of the builder's <see cref="Segments"/> is recomputed for its backward (see <see cref="Recompute"/>).
     /// </summary>
     public static IReadOnlyDictionary<string, Value> Emit(Builder b, Value loss, IReadOnlyList<Value> parameters, Value? seed = null, bool recompute = false)
     {
@@ -23,7 +23,7 @@ public static class Gradients
         {
             [loss.Name] = [seed ?? b.Scalar(1, loss.DType)],
         };
-        var segments = recompute ? b.Segments.Where(s => s.End <= count).ToList() : [];
+        var segments = recompute ? b.Segments.Within(count) : [];
         var byLast = segments.ToDictionary(s => s.End - 1);                                       // walking down, a segment starts at its last node
         var firsts = segments.Select(s => s.Start).ToHashSet();
         using (b.Scope("grad"))

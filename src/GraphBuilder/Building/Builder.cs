@@ -126,20 +126,11 @@ public sealed class Builder
 
     public void UseOpset(string domain, int version) => _opsets[domain] = version;
 
-    /// <summary>
-    /// Node-index ranges [Start, End) recorded by <see cref="Segment"/>: units of activation recomputation
-    /// (one decoder layer each) for <see cref="Autodiff.Gradients"/> when checkpointing is on.
-    /// </summary>
-    public IReadOnlyList<(int Start, int End)> Segments => _segments;
+    /// <summary>The recomputation segments of this builder's nodes (Autodiff's: <see cref="Autodiff.Segments"/>).</summary>
+    public Autodiff.Segments Segments { get; } = new();
 
-    /// <summary>Records the nodes emitted until disposal as one recomputation segment.</summary>
-    public IDisposable Segment()
-    {
-        var start = _nodes.Count;
-        return new Scoped(() => { if (_nodes.Count > start) _segments.Add((start, _nodes.Count)); });
-    }
-
-    private readonly List<(int Start, int End)> _segments = [];
+    /// <summary>Records the nodes emitted until disposal as one recomputation segment (<see cref="Autodiff.Segments.Record"/>).</summary>
+    public IDisposable Segment() => Segments.Record(this);
 
     private sealed class Scoped(Action done) : IDisposable
     {

@@ -5,6 +5,10 @@ namespace MixLoRA.GraphBuilder.IO;
 /// <summary>Atomic file writes: a temp file in the target folder, flushed, then renamed over the target.</summary>
 public static class AtomicFile
 {
+    /// <summary>
+    /// Writes <paramref name="path"/> through a temporary sibling (removed on failure); a refused write (disk full,
+    /// permissions) is reported naming <paramref name="path"/> (<see cref="Fail.Write"/>).
+    /// </summary>
     public static void Write(string path, Action<Stream> write)
     {
         var full = System.IO.Path.GetFullPath(path);
@@ -19,6 +23,10 @@ public static class AtomicFile
                 s.Flush(flushToDisk: true);
             }
             File.Move(tmp, full, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw Fail.Write(full, e);
         }
         finally
         {

@@ -3,7 +3,8 @@ namespace MixLoRA.GraphBuilder.IO;
 /// <summary>
 /// An output folder that appears only when complete: written into a temporary sibling, then renamed over the
 /// old one. While it is written, <c>OUT.lock</c> beside it (an OS lock) keeps a second writer out. A failure or a
-/// kill leaves the old folder as it was and nothing new beside it but a stale <c>OUT.tmp-PID</c>.
+/// kill leaves the old folder as it was and nothing new beside it but a stale <c>OUT.tmp-PID</c>; a refused write
+/// (disk full, permissions) removes the temporary sibling and is reported naming the folder (<see cref="Fail.Write"/>).
 /// </summary>
 public static class AtomicFolder
 {
@@ -36,9 +37,10 @@ public static class AtomicFolder
                 if (Directory.Exists(old)) Directory.Delete(old, recursive: true);
                 return result;
             }
-            catch
+            catch (Exception e)
             {
                 if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
+                if (Fail.WriteFault(e) is { } io) throw Fail.Write(full, io);
                 throw;
             }
             finally

@@ -54,13 +54,14 @@ public sealed class ExportedModel : IDisposable
     public string Folder { get; }
     public IReadOnlyList<string> OutputNames => _session.OutputNames;
 
-    public ExportedModel(string folder, Device device = Device.Cpu, string? onnxAdapter = null)
+    /// <param name="runtime">where it runs (default: <see cref="OrtRuntime.Cpu"/>).</param>
+    public ExportedModel(string folder, OrtRuntime? runtime = null, string? onnxAdapter = null)
     {
         var path = Path.Combine(folder, Export.Exporter.ModelFile);
         if (!File.Exists(path)) throw Fail.User($"{folder} has no {Export.Exporter.ModelFile}", "pass a folder written by mixlora-export");
         Folder = folder;
         Config = ModelConfig.Load(folder);
-        var runtime = OrtRuntime.For(device);
+        runtime ??= OrtRuntime.Cpu;
         using var options = runtime.Options();
         try
         {
@@ -68,7 +69,7 @@ public sealed class ExportedModel : IDisposable
         }
         catch (OnnxRuntimeException e)
         {
-            throw Fail.User($"ONNX Runtime could not load {path} on {device}: {e.Message}", "re-export the model, or use --device cpu with a float32/float16 export");
+            throw Fail.User($"ONNX Runtime could not load {path} on {runtime.Device}: {e.Message}", "re-export the model, or use --device cpu with a float32/float16 export");
         }
         _kvType = _session.InputMetadata[ExportGraph.PastKey(0)].ElementDataType;
         if (onnxAdapter != null)

@@ -21,7 +21,7 @@ public sealed class ModelSource : IDisposable
 
     public ExportedModel Model { get; }
 
-    public static ModelSource Open(string modelDir, string? adapter, Device device, bool routerOutputs = false)
+    public static ModelSource Open(string modelDir, string? adapter, OrtRuntime runtime, bool routerOutputs = false)
     {
         if (!Directory.Exists(modelDir)) throw Fail.User($"--model folder '{modelDir}' does not exist", "pass an exported folder or a HF model folder");
         if (File.Exists(Path.Combine(modelDir, Exporter.ModelFile)))
@@ -36,13 +36,13 @@ public sealed class ModelSource : IDisposable
                         "pass the adapter.onnx_adapter of an --onnx-adapter export, or pass the HF model folder with the adapter folder");
                 }
             }
-            return new ModelSource(new ExportedModel(modelDir, device, lora), null);
+            return new ModelSource(new ExportedModel(modelDir, runtime, lora), null);
         }
         var temp = Path.Combine(Path.GetTempPath(), "mixlora-export-" + Guid.NewGuid().ToString("N"));
         try
         {
             Exporter.Export(new ExportOptions(modelDir, temp) { AdapterDir = adapter, RouterOutputs = routerOutputs });
-            return new ModelSource(new ExportedModel(temp, device), temp);
+            return new ModelSource(new ExportedModel(temp, runtime), temp);
         }
         catch
         {

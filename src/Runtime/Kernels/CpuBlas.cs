@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using MixLoRA.GraphBuilder;
 
 namespace MixLoRA.Runtime.Kernels;
 
@@ -20,7 +21,7 @@ internal static unsafe class CpuBlas
     /// </summary>
     public static void Gemm(ReadOnlySpan<nint> a, ReadOnlySpan<nint> c, int k, float* b, int ldb, int n, float alpha = 1f, bool accumulate = false)
     {
-        if (a.Length != c.Length || ldb < n) throw new ArgumentException($"Gemm: {a.Length} A rows for {c.Length} C rows, ldb {ldb} for n {n}");
+        if (a.Length != c.Length || ldb < n) throw Fail.Arg(nameof(a), $"{a.Length} A rows for {c.Length} C rows, ldb {ldb} for n {n}", "as many A rows as C rows and ldb ≥ n");
         var i = 0;
         if (Vector256.IsHardwareAccelerated)
         {
@@ -132,7 +133,7 @@ internal static unsafe class CpuBlas
     public static void Transpose(ReadOnlySpan<float> src, int rows, int cols, Span<float> dst)
     {
         var count = (long)rows * cols;
-        if (src.Length < count || dst.Length < count) throw new ArgumentException($"Transpose: ({rows}, {cols}) needs {count} floats each way; got {src.Length} and {dst.Length}");
+        if (src.Length < count || dst.Length < count) throw Fail.Arg(nameof(src), $"({rows}, {cols}) with {src.Length} source and {dst.Length} destination floats", $"{count} floats each way");
         const int T = 16;
         fixed (float* s = src, d = dst)
         {

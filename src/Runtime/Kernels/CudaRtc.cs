@@ -25,7 +25,7 @@ internal static unsafe class CudaRtc
             _ = Libs();
             return null;
         }
-        catch (InvalidOperationException e)
+        catch (UserError e)
         {
             return e.Message;
         }
@@ -117,7 +117,11 @@ internal static unsafe class CudaRtc
             Rtc(api, api.CreateProgram(&prog, src, file, 0, null, null), "nvrtcCreateProgram");
             fixed (nint* o = opts)
             {
-                if (api.CompileProgram(prog, opts.Length, o) != 0) throw new InvalidOperationException($"NVRTC could not compile the kernels ({arch}):\n{Log(api, prog)}");
+                if (api.CompileProgram(prog, opts.Length, o) != 0)
+                {
+                    throw Fail.Runtime($"NVRTC could not compile the fused kernels for {arch} ({Log(api, prog).ReplaceLineEndings(" | ")})",
+                        "use an NVRTC (libnvrtc) that knows this GPU's architecture, or build the graphs with --no-fused-kernels");
+                }
             }
             nuint size;
             Rtc(api, api.GetPtxSize(prog, &size), "nvrtcGetPTXSize");
@@ -151,7 +155,11 @@ internal static unsafe class CudaRtc
 
     private static void Rtc(Api api, int result, string what)
     {
-        if (result != 0) throw new InvalidOperationException($"{what} failed: {Marshal.PtrToStringUTF8(api.RtcError(result))}");
+        if (result != 0)
+        {
+            throw Fail.Runtime($"{what} failed: {Marshal.PtrToStringUTF8(api.RtcError(result))}",
+                "check the CUDA runtime compiler (libnvrtc) on LD_LIBRARY_PATH, or build the graphs with --no-fused-kernels");
+        }
     }
 
     internal static void Check(Api api, int result, string what)
@@ -159,7 +167,10 @@ internal static unsafe class CudaRtc
         if (result == 0) return;
         nint text = 0;
         api.GetErrorString(result, &text);
-        throw new InvalidOperationException($"{what}: CUDA error {result} ({(text == 0 ? "unknown" : Marshal.PtrToStringUTF8(text))})");
+        const int OutOfMemory = 2;                                                      // CUDA_ERROR_OUT_OF_MEMORY
+        throw Fail.Runtime($"{what}: CUDA error {result} ({(text == 0 ? "unknown" : Marshal.PtrToStringUTF8(text))})", result == OutOfMemory
+            ? "the GPU is out of memory: free it, or use a smaller --micro-batch-size or --seq-len (or --gradient-checkpointing)"
+            : "check the GPU and its driver (nvidia-smi), or build the graphs with --no-fused-kernels");
     }
 
     internal static Api Libs()
@@ -226,7 +237,7 @@ internal static unsafe class CudaRtc
             {
                 if (NativeLibrary.TryLoad(n, out var h)) return h;
             }
-            throw new InvalidOperationException($"{what} could not be loaded: {fix}");
+            throw Fail.Runtime($"{what} could not be loaded", fix);
         }
     }
 }

@@ -1,3 +1,5 @@
+using MixLoRA.GraphBuilder;
+
 namespace MixLoRA.Runtime.Kernels;
 
 /// <summary>
@@ -22,7 +24,7 @@ internal static class KernelIO
     public static void Expect(nint ctx, int i, string name, params long[] dims)
     {
         var shape = Dims(ctx, i);
-        if (!shape.SequenceEqual(dims)) throw new InvalidOperationException($"{name} must be ({string.Join(", ", dims)}); got ({string.Join(", ", shape)})");
+        if (!shape.SequenceEqual(dims)) throw Fail.Bug($"{name} must be ({string.Join(", ", dims)}); got ({string.Join(", ", shape)})");
     }
 
     /// <summary>The optional input i when present (checked against <paramref name="dims"/>), else 0.</summary>
@@ -39,6 +41,6 @@ internal static class KernelIO
         BFloat16 => "bf16",
         Float16 => "f16",
         Float => "f32",
-        _ => throw new InvalidOperationException($"no CUDA kernel for element type {type}"),
+        _ => throw Fail.Bug($"no CUDA kernel for element type {type}"),
     };
 }

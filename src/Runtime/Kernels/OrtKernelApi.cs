@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using MixLoRA.GraphBuilder;
 
 namespace MixLoRA.Runtime.Kernels;
 
@@ -24,7 +25,8 @@ internal static unsafe class OrtKernelApi
         var getBase = (delegate* unmanaged<nint*>)NativeLibrary.GetExport(lib, "OrtGetApiBase");
         var apiBase = getBase();                                                     // { GetApi, GetVersionString }
         var api = ((delegate* unmanaged<uint, nint>)apiBase[0])(Version);
-        return api != 0 ? api : throw new InvalidOperationException($"ONNX Runtime does not provide C API version {Version}");
+        return api != 0 ? api : throw Fail.Runtime($"the ONNX Runtime library {OrtLibrary.Path} does not provide C API version {Version}",
+            "use the ONNX Runtime 1.32 library this build carries (tools/setup.sh, or tools/setup.sh cuda)");
     });
 
     private static nint Fn(int index) => ((nint*)Table.Value)[index];
@@ -35,7 +37,7 @@ internal static unsafe class OrtKernelApi
         if (status == 0) return;
         var msg = Marshal.PtrToStringUTF8(((delegate* unmanaged<nint, nint>)Fn(GetErrorMessageAt))(status)) ?? "(no message)";
         ((delegate* unmanaged<nint, void>)Fn(ReleaseStatusAt))(status);
-        throw new InvalidOperationException($"{what}: {msg}");
+        throw Fail.Runtime($"{what}: ONNX Runtime: {msg}", "out of memory: free it or use a smaller --micro-batch-size or --seq-len; otherwise set MIXLORA_DEBUG=1 for the stack trace");
     }
 
     /// <summary>A failed status (ORT_FAIL) carrying <paramref name="message"/>, for KernelComputeV2.</summary>

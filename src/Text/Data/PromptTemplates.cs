@@ -1,3 +1,5 @@
+using MixLoRA.GraphBuilder;
+
 namespace MixLoRA.Text.Data;
 
 /// <summary>A text example: the prompt and the target the model learns to continue it with.</summary>
@@ -28,7 +30,7 @@ public static class PromptTemplates
             ? AlpacaHeadNoInput + instruction + "\n\n### Response:\n"
             : AlpacaHeadWithInput + instruction + "\n\n### Input:\n" + input + "\n\n### Response:\n",
         InstructionTemplate.Plain => string.IsNullOrEmpty(input) ? instruction + "\n" : instruction + "\n" + input + "\n",
-        _ => throw new ArgumentOutOfRangeException(nameof(template), template, null),
+        _ => throw Fail.Arg(nameof(template), template, "alpaca or plain"),
     };
 
     /// <summary>The target of an instruction record: `output + "\n"`, or nothing for an empty output.</summary>

@@ -31,7 +31,7 @@ public sealed record DataPosition(
     {
         try
         {
-            return JsonSerializer.Deserialize<DataPosition>(json) ?? throw new JsonException("null");
+            return JsonSerializer.Deserialize<DataPosition>(json) ?? throw Fail.Json("null");
         }
         catch (JsonException e)
         {

@@ -12,6 +12,9 @@ namespace MixLoRA.Trainer.Jobs;
 /// <summary>`mixlora-train --artifacts DIR --jobs jobs.json`: what applies to all the jobs.</summary>
 public sealed record JobsOptions(string Artifacts, string JobsFile, Device Device = Device.Cpu, bool Quiet = false, bool Resume = false, bool Overwrite = false)
 {
+    /// <summary>The runtime settings read at start-up (environment), passed explicitly.</summary>
+    public RuntimeSettings Runtime { get; init; } = RuntimeSettings.Default;
+
     /// <summary>Stop every job after this many optimizer steps of this run (tests of resumed jobs).</summary>
     public int? StopAfter { get; init; }
 }
@@ -43,7 +46,7 @@ public static class JobsLoop
         {
             // a job that failed before it started keeps its rows empty; its state is the initial adapter, never updated
             var starts = runs.Select(r => r.Start ?? (new OptimizerOptions(new AdamWOptions()), Initial(o.Artifacts, manifest.Jobs![r.Index]), null, null)).ToArray();
-            using var runner = new JobsRunner(OrtRuntime.For(o.Device), manifest, o.Artifacts, starts);
+            using var runner = new JobsRunner(OrtRuntime.For(o.Device, o.Runtime), manifest, o.Artifacts, starts);
             log.WriteLine($"training {runs.Count(r => r.Active)} jobs ({string.Join(", ", runs.Select(r => r.Describe()))}), {manifest.MicroBatchSize} rows each per micro-step, seq {manifest.SeqLen} on {o.Device.ToString().ToLowerInvariant()}");
             Loop(runner, runs, o, log);
         }

@@ -24,15 +24,39 @@ public static class Checkpoints
         var root = Path.Combine(outDir, "checkpoints");
         var final = Path.Combine(root, $"step-{info.Step}");
         var tmp = final + ".tmp";
-        if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
-        Directory.CreateDirectory(tmp);
-        AdapterStore.Save(Path.Combine(tmp, "adapter"), cfg, parameters);
-        var moments = m.Keys.Select(k => ($"{k}.m", m[k].Shape, m[k].Data)).Concat(v.Keys.Select(k => ($"{k}.v", v[k].Shape, v[k].Data)));
-        SafetensorsWriter.WriteFloats(Path.Combine(tmp, "optimizer.safetensors"), moments);
-        AtomicFile.WriteAllText(Path.Combine(tmp, "state.json"), JsonSerializer.Serialize(info, Indented));
-        if (Directory.Exists(final)) Directory.Delete(final, true);
-        Directory.Move(tmp, final);
-        return final;
+        try
+        {
+            Remove(tmp);
+            Directory.CreateDirectory(tmp);
+            AdapterStore.Save(Path.Combine(tmp, "adapter"), cfg, parameters);
+            var moments = m.Keys.Select(k => ($"{k}.m", m[k].Shape, m[k].Data)).Concat(v.Keys.Select(k => ($"{k}.v", v[k].Shape, v[k].Data)));
+            SafetensorsWriter.WriteFloats(Path.Combine(tmp, "optimizer.safetensors"), moments);
+            AtomicFile.WriteAllText(Path.Combine(tmp, "state.json"), JsonSerializer.Serialize(info, Indented));
+            if (Directory.Exists(final)) Directory.Delete(final, true);
+            Directory.Move(tmp, final);
+            return final;
+        }
+        catch (Exception e)
+        {
+            // disk full (or any failure) half-way: no step-N.tmp is left behind, and step-N appears only when complete
+            Remove(tmp);
+            if (Fail.WriteFault(e) is { } io) throw Fail.Write(final, io);
+            throw;
+        }
+    }
+
+    /// <summary>Deletes a folder (or a file in its way), quietly when that fails too: the write's own error is the one reported.</summary>
+    private static void Remove(string path)
+    {
+        try
+        {
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+            else if (File.Exists(path)) File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // left for the next save, which removes it first (resume never takes a .tmp)
+        }
     }
 
     /// <summary>The newest complete checkpoint under OUT (of step <paramref name="atMost"/> or earlier when given), or null.</summary>
@@ -55,7 +79,7 @@ public static class Checkpoints
         CheckpointInfo info;
         try
         {
-            info = JsonSerializer.Deserialize<CheckpointInfo>(File.ReadAllText(statePath)) ?? throw new JsonException("empty");
+            info = JsonSerializer.Deserialize<CheckpointInfo>(File.ReadAllText(statePath)) ?? throw Fail.Json("the state is null");
         }
         catch (JsonException e)
         {

@@ -20,8 +20,15 @@ public sealed class Metrics : IDisposable
     {
         var path = System.IO.Path.Combine(outDir, "metrics.jsonl");
         Path = path;
-        KeepLinesBefore(path, firstStep);
-        _file = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read));
+        try
+        {
+            KeepLinesBefore(path, firstStep);
+            _file = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw MixLoRA.GraphBuilder.Fail.Write(path, e);
+        }
         (_firstStep, _total, _quiet) = (firstStep, totalSteps, quiet);
         _tty = !Console.IsOutputRedirected;
     }
@@ -41,16 +48,28 @@ public sealed class Metrics : IDisposable
         {
             line["router_load"] = Enumerable.Range(0, load.GetLength(0)).Select(l => Enumerable.Range(0, load.GetLength(1)).Select(e => Math.Round(load[l, e], 4)).ToArray()).ToArray();
         }
-        _file.WriteLine(JsonSerializer.Serialize(line));
-        _file.Flush();
+        Append(JsonSerializer.Serialize(line));
         if (!_quiet) Progress(step, r);
     }
 
     public void Eval(long step, double loss, double lmLoss)
     {
-        _file.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["step"] = step, ["eval_loss"] = loss, ["eval_lm_loss"] = lmLoss }));
-        _file.Flush();
+        Append(JsonSerializer.Serialize(new Dictionary<string, object> { ["step"] = step, ["eval_loss"] = loss, ["eval_lm_loss"] = lmLoss }));
         if (!_quiet) Console.WriteLine($"{(_tty ? "\n" : "")}eval at step {step}: loss {loss:F4} (lm {lmLoss:F4})");
+    }
+
+    /// <summary>One line, flushed; a refused write (disk full) names metrics.jsonl.</summary>
+    private void Append(string line)
+    {
+        try
+        {
+            _file.WriteLine(line);
+            _file.Flush();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw MixLoRA.GraphBuilder.Fail.Write(Path, e);
+        }
     }
 
     private void Progress(long step, StepResult r)

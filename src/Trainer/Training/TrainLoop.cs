@@ -54,7 +54,7 @@ public static class TrainLoop
             log.WriteLine($"note: lora_dropout {adapterCfg.LoraDropout} draws from ONNX Runtime's own random generator, so this resumed run is not bit-identical to an uninterrupted one");
         var optimizer = new OptimizerOptions(new AdamWOptions(WeightDecay: o.WeightDecay), o.MaxGradNorm);
         if (o.CudaGraph) OrtRuntime.CheckCudaGraphs(o.Device, adapterCfg.LoraDropout);
-        var rt = o.CudaGraph ? OrtRuntime.For(o.Device).WithCudaGraphs() : OrtRuntime.For(o.Device);
+        var rt = o.CudaGraph ? OrtRuntime.For(o.Device, o.Runtime).WithCudaGraphs() : OrtRuntime.For(o.Device, o.Runtime);
         using var runner = new StepRunner(rt, manifest, o.Artifacts, optimizer, init, m, v);
         var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, model.PadTokenId ?? 0, manifest.SeqLen, o.Shuffle, o.GroupByLength, o.Packing), position);
         var evalData = o.EvalData.Count > 0 ? LoadData(o, o.EvalData, manifest, model.VocabSize) : null;
@@ -133,7 +133,12 @@ public static class TrainLoop
         {
             adapterDir = Path.Combine(c.O.Out, "adapter");
             var formats = c.O.SaveBin ? AdapterWeightFormats.Both : AdapterWeightFormats.Safetensors;
-            AdapterStore.Save(adapterDir, c.Adapter, c.Runner.State.Download(c.Runner.State.Params), formats);
+            var trained = c.Runner.State.Download(c.Runner.State.Params);
+            GraphBuilder.IO.AtomicFolder.Write(adapterDir, "training", tmp =>                    // appears only when complete
+            {
+                AdapterStore.Save(tmp, c.Adapter, trained, formats);
+                return tmp;
+            });
         }
         var summary = new TrainSummary(end - start, first, last, adapterDir, checkpoint, clock.Elapsed.TotalSeconds, tokens,
             c.Metrics.Path, end, c.Total, load);
@@ -164,7 +169,12 @@ public static class TrainLoop
         var what = lossBad ? $"the loss became {r.Loss}" : $"the gradient norm became {r.GradNorm} (loss {r.Loss:G6})";
         var keep = NewestFinite(c.O.Out);
         var where = keep != null ? $"the newest checkpoint with finite weights is {keep}" : "no checkpoint with finite weights was saved before it (use --save-steps N to keep some)";
-        throw Fail.User($"{what} at step {step}; training stopped and {where}", "lower --lr or set --max-grad-norm, then start again (or --resume from the checkpoint)");
+        // step 0 of a new run is the forward of the initial weights, before any update: the learning rate is not the cause
+        // (the base weights were checked finite as they were loaded)
+        var fix = step == 0 && !c.O.Resume
+            ? "the first step ran before any update, so --lr is not the cause: check the adapter's initial weights and, with float16 graphs, rebuild them with --dtype bfloat16"
+            : "lower --lr or set --max-grad-norm, then start again (or --resume from the checkpoint)";
+        throw Fail.User($"{what} at step {step}; training stopped and {where}", fix);
     }
 
     /// <summary>The newest checkpoint whose adapter parameters are all finite (its adapter read back, not its moments), or null.</summary>

@@ -26,6 +26,9 @@ public sealed record TrainOptions
     public bool Packing { get; init; }
     public int Seed { get; init; } = 42;
     public Device Device { get; init; } = Device.Cpu;
+
+    /// <summary>The MIXLORA_* settings the CLI read at start-up, for the sessions of this run.</summary>
+    public RuntimeSettings Runtime { get; init; } = RuntimeSettings.Default;
     public int SaveSteps { get; init; }
     public int LogSteps { get; init; } = 1;
     public bool Resume { get; init; }

@@ -99,7 +99,7 @@ public sealed class GenAiClientTests
     /// <summary>Greedy new ids per prompt from our side: what `mixlora-generate --model DIR [--adapter FILE]` runs.</summary>
     private static int[][] Ours(string dir, string? onnxAdapter)
     {
-        using var source = ModelSource.Open(dir, onnxAdapter, Device.Cpu);
+        using var source = ModelSource.Open(dir, onnxAdapter, OrtRuntime.Cpu);
         var tokenizer = HfTokenizer.FromDirectory(dir);
         var generator = new Generator(source.Model, tokenizer);
         return [.. Prompts().Select(p => generator.Generate(tokenizer.Encode(p), new SamplingOptions(MaxNewTokens: NewTokens)).ToArray())];

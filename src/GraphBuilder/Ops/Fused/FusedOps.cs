@@ -56,7 +56,7 @@ public sealed class FusedOpsJsonConverter : JsonConverter<FusedOps>
     public override FusedOps Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
     {
         var names = JsonSerializer.Deserialize<string[]>(ref reader, options) ?? [];
-        return FusedOpNames.Parse(names) ?? throw new JsonException($"unknown fused op in [{string.Join(", ", names)}]; expected names from {string.Join(", ", FusedOpNames.Of(FusedOps.All))}");
+        return FusedOpNames.Parse(names) ?? throw Fail.Json($"unknown fused op in [{string.Join(", ", names)}]; expected names from {string.Join(", ", FusedOpNames.Of(FusedOps.All))}");
     }
 
     public override void Write(Utf8JsonWriter writer, FusedOps value, JsonSerializerOptions options) =>

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using MixLoRA.GraphBuilder;
 
 namespace MixLoRA.Runtime.Kernels;
 
@@ -26,7 +27,7 @@ internal static unsafe class CrossEntropyKernels
     private static (long N, long V) Sizes(nint ctx)
     {
         var (x, t) = (KernelIO.Dims(ctx, 0), KernelIO.Dims(ctx, 1));
-        if (x.Length != 2 || t.Length != 1 || t[0] != x[0]) throw new InvalidOperationException($"logits (N, V) and targets (N) expected; got ({string.Join(", ", x)}) and ({string.Join(", ", t)})");
+        if (x.Length != 2 || t.Length != 1 || t[0] != x[0]) throw Fail.Bug($"logits (N, V) and targets (N) expected; got ({string.Join(", ", x)}) and ({string.Join(", ", t)})");
         return (x[0], x[1]);
     }
 

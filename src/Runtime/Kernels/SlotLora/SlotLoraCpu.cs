@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using MixLoRA.GraphBuilder;
 
 namespace MixLoRA.Runtime.Kernels;
 
@@ -34,12 +35,12 @@ internal static unsafe class SlotLoraCpu
             var r = (int)a.Rank;
             if (ed.Length != 2 || ad.Length != 2 || bd.Length != 2 || x.Length is not (2 or 3) || r < 1 || ad[0] % r != 0 || bd[1] != ad[0] || x[^1] != ad[1]
                 || x[0] != ed[0] || (x.Length == 3 && x[1] != ed[1]))
-                throw new InvalidOperationException($"SlotLora takes X (N, in) or (N, K, in), A (E·R, in), B (out, E·R), experts (N, K) with R = {r}; got X ({string.Join(", ", x)}), A ({string.Join(", ", ad)}), B ({string.Join(", ", bd)}), experts ({string.Join(", ", ed)})");
+                throw Fail.Bug($"SlotLora takes X (N, in) or (N, K, in), A (E·R, in), B (out, E·R), experts (N, K) with R = {r}; got X ({string.Join(", ", x)}), A ({string.Join(", ", ad)}), B ({string.Join(", ", bd)}), experts ({string.Join(", ", ed)})");
             var call = new Call(ed[0], (int)ed[1], (int)ad[1], (int)bd[0], r, (int)(ad[0] / r), x.Length == 3, a.Scale,
                 KernelIO.In(ctx, 0), KernelIO.In(ctx, 1), KernelIO.In(ctx, 2), KernelIO.In(ctx, 3));
             foreach (var e in new ReadOnlySpan<long>((long*)call.Experts, (int)call.Slots))
             {
-                if (e < 0 || e >= call.E) throw new InvalidOperationException($"SlotLora expert index {e} is outside [0, {call.E})");
+                if (e < 0 || e >= call.E) throw Fail.Bug($"SlotLora expert index {e} is outside [0, {call.E})");
             }
             return call;
         }

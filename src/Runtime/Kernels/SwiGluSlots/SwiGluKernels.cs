@@ -1,3 +1,5 @@
+using MixLoRA.GraphBuilder;
+
 namespace MixLoRA.Runtime.Kernels;
 
 /// <summary>
@@ -33,20 +35,20 @@ internal static class SwiGluKernels
     {
         if (a.Ratio <= 0) return 0;
         var v = i < OrtKernelApi.InputCount(ctx) ? OrtKernelApi.Input(ctx, i) : 0;
-        return v != 0 ? OrtKernelApi.Data(v) : throw new InvalidOperationException($"dropout ratio {a.Ratio} needs the seed input");
+        return v != 0 ? OrtKernelApi.Data(v) : throw Fail.Bug($"dropout ratio {a.Ratio} needs the seed input");
     }
 
     /// <summary>N, K, F of a call, checked against every input's shape.</summary>
     public static (long N, long K, long F) Sizes(nint ctx)
     {
         var dg = KernelIO.Dims(ctx, 2);
-        if (dg.Length != 3) throw new InvalidOperationException($"DG must be (N, K, F); got ({string.Join(", ", dg)})");
+        if (dg.Length != 3) throw Fail.Bug($"DG must be (N, K, F); got ({string.Join(", ", dg)})");
         var (n, k, f) = (dg[0], dg[1], dg[2]);
         KernelIO.Expect(ctx, 0, "G", n, f);
         KernelIO.Expect(ctx, 1, "U", n, f);
         KernelIO.Expect(ctx, 3, "DU", n, k, f);
         KernelIO.Expect(ctx, 4, "W", n, k);
-        if (k > GraphBuilder.Ops.SwiGluSlotsOps.MaxSlots) throw new InvalidOperationException($"at most {GraphBuilder.Ops.SwiGluSlotsOps.MaxSlots} slots per token; got K = {k}");
+        if (k > GraphBuilder.Ops.SwiGluSlotsOps.MaxSlots) throw Fail.Bug($"at most {GraphBuilder.Ops.SwiGluSlotsOps.MaxSlots} slots per token; got K = {k}");
         return (n, k, f);
     }
 }
