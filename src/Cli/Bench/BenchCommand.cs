@@ -33,10 +33,11 @@ public static class BenchCommand
         var peak = new Option<double?>("--peak-tflops") { Description = "device peak for MFU (default 989.4 on cuda in bf16/fp16)" };
         var profile = new Option<string?>("--profile") { Description = "write ORT profiles to PREFIX*.json and print the top nodes on stderr" };
         var quiet = new Option<bool>("--quiet") { Description = "no progress on stderr" };
+        var jobsN = new Option<int?>("--jobs") { Description = "train N copies of the adapter at once over one base (--batch rows each): aggregate and per-job tokens/s" };
         var lengths = new Option<string?>("--lengths") { Description = "also time real-length records padded and packed: alpaca | arc | a JSONL file (input_ids or length per line)" };
         var command = new RootCommand("mixlora-bench: training throughput on random weights of a model shape")
         {
-            config, method, seqLen, batch, experts, topK, r, dropout, dtype, device, checkpointing, noFused, cudaGraph, steps, warmup, peak, profile, quiet, lengths,
+            config, method, seqLen, batch, experts, topK, r, dropout, dtype, device, checkpointing, noFused, cudaGraph, steps, warmup, peak, profile, quiet, lengths, jobsN,
         };
         command.SetAction(p =>
         {
@@ -52,7 +53,8 @@ public static class BenchCommand
                 Steps = p.GetValue(steps), Warmup = p.GetValue(warmup), PeakTflops = p.GetValue(peak), Profile = p.GetValue(profile),
                 Lengths = p.GetValue(lengths) is { } l ? LengthDistribution.Parse(l) : null,
             };
-            var result = BenchRunner.Run(o, p.GetValue(quiet) ? null : Console.Error);
+            var progress = p.GetValue(quiet) ? TextWriter.Null : Console.Error;
+            var result = p.GetValue(jobsN) is { } n ? JobsBench.Run(o, n, progress) : BenchRunner.Run(o, progress);
             Console.WriteLine(result.ToJson());
             return 0;
         });

@@ -82,6 +82,11 @@ public sealed record BenchResult
     [JsonRound(4)]
     public double? PackedPaddingFraction { get; init; }
 
+    /// <summary>--jobs: adapters trained at once (batch then counts every job's rows; tokens/s is the aggregate); null for one.</summary>
+    public int? Jobs { get; init; }
+    [JsonRound(1)]
+    public double? PerJobTokensPerS { get; init; }
+
     /// <summary>The serializer options of <see cref="ToJson"/>: snake_case keys, rounding, one line.</summary>
     public static JsonSerializerOptions JsonOptions { get; } = new()
     {

@@ -111,7 +111,7 @@ public static class BenchRunner
         return new Batch(ids, Enumerable.Repeat(1L, ids.Length).ToArray(), (long[])ids.Clone(), b, t, Enumerable.Range(0, b).ToArray());
     }
 
-    private static BenchResult Result(BenchOptions o, BenchPreset preset, GraphBuilder.Adapters.AdapterConfig adapter, (int Seq, int Batch, DType DType) shape,
+    internal static BenchResult Result(BenchOptions o, BenchPreset preset, GraphBuilder.Adapters.AdapterConfig adapter, (int Seq, int Batch, DType DType) shape,
         double[] times, PeakMemory memory, long deviceBytes, ParameterCount parameters, double setup, double lastLoss)
     {
         var sorted = times.Order().ToArray();

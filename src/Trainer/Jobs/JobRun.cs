@@ -134,9 +134,8 @@ internal sealed class JobRun : IDisposable
         string? adapterDir = null;
         if (done == _total)
         {
-            adapterDir = Path.Combine(_o.Out, "adapter");
             var s = runner.Jobs[Index].State;
-            AdapterStore.Save(adapterDir, _adapter!, s.Download(s.Params), _o.SaveBin ? AdapterWeightFormats.Both : AdapterWeightFormats.Safetensors);
+            adapterDir = TrainLoop.SaveAdapter(_o, _adapter!, s.Download(s.Params));
         }
         Summary = new TrainSummary(done - _start, _first, _last, adapterDir, checkpoint, clock.Elapsed.TotalSeconds, _tokens, _metrics.Path, done, _total, _load);
     }

@@ -47,18 +47,21 @@ public static class JobsArtifacts
             ArtifactsBuilder.WriteInitialAdapter(o with { Adapter = jobs[j].Adapter }, Path.Combine(o.OutDir, dir), adapters[j].Adapter, grad.Trainable[j]);
             manifestJobs.Add(new JobManifest(jobs[j].Name, dir, grad.Trainable[j].Select(t => new TensorSpec(t.Key, "float32", t.Shape)).ToArray()));
         }
-        var manifest = new Manifest
-        {
-            ModelPath = Path.GetFullPath(o.ModelDir), ModelFingerprint = ModelConfig.Fingerprint(o.ModelDir), ModelType = cfg.ModelType,
-            MicroBatchSize = o.MicroBatch, SeqLen = o.SeqLen, WeightDType = o.DType.Name(), ComputeDType = o.DType.Name(),
-            Device = o.Device.ToString().ToLowerInvariant(), Accumulate = true, Fused = fused, AdapterDir = "adapter_init",
-            Graphs = graphs.ToDictionary(p => p.Key, p => new GraphSpec(p.Key + ".onnx", p.Value.Graph.Inputs.Select(Spec).ToArray(), p.Value.Graph.Outputs.Select(Spec).ToArray())),
-            Trainable = [], Weights = grad.Weights.Values.Select(Spec).ToArray(), Jobs = manifestJobs,
-        };
+        var manifest = Describe(spec, graphs, o.Device, manifestJobs) with { ModelPath = Path.GetFullPath(o.ModelDir), ModelFingerprint = ModelConfig.Fingerprint(o.ModelDir) };
         manifest.Save(o.OutDir);
         log?.WriteLine($"wrote {Path.Combine(o.OutDir, Manifest.FileName)}: {jobs.Count} jobs ({string.Join(", ", manifestJobs.Select(j => $"{j.Name} {j.Trainable.Sum(t => t.Shape.Aggregate(1L, (a, c) => a * c)):N0} parameters"))}), {o.MicroBatch} rows each per micro-batch");
         return manifest;
     }
+
+    /// <summary>The manifest of compiled jobs graphs (files NAME.onnx); ModelPath and fingerprint left empty for the caller.</summary>
+    public static Manifest Describe(JobsSpec spec, IReadOnlyDictionary<string, CompiledJobs> graphs, Device device, IReadOnlyList<JobManifest> jobs) => new()
+    {
+        ModelPath = "", ModelFingerprint = "", ModelType = spec.Model.ModelType,
+        MicroBatchSize = spec.PerJob.MicroBatch, SeqLen = spec.PerJob.SeqLen, WeightDType = spec.WeightType.Name(), ComputeDType = spec.Compute.Name(),
+        Device = device.ToString().ToLowerInvariant(), Accumulate = true, Fused = spec.Fused, AdapterDir = "adapter_init",
+        Graphs = graphs.ToDictionary(p => p.Key, p => new GraphSpec(p.Key + ".onnx", p.Value.Graph.Inputs.Select(Spec).ToArray(), p.Value.Graph.Outputs.Select(Spec).ToArray())),
+        Trainable = [], Weights = graphs["grad_accum_step"].Weights.Values.Select(Spec).ToArray(), Jobs = jobs,
+    };
 
     private static TensorSpec Spec(Value v) => new(v.Name, v.DType.Name(), v.Shape?.Dims.Select(d => d.IsStatic ? d.Value : -1).ToArray() ?? []);
 }

@@ -32,19 +32,30 @@ public sealed class JobsRunner : IDisposable
     private readonly Dictionary<string, OrtValue> _batch = new(StringComparer.Ordinal);
     private readonly (int R, int T) _block;
 
+    /// <summary>Graphs from the artifacts folder, frozen weights from the manifest's model.</summary>
     public JobsRunner(OrtRuntime rt, Manifest manifest, string artifactsDir, IReadOnlyList<(OptimizerOptions Options, AdapterWeights Init, AdapterWeights? M, AdapterWeights? V)> jobs)
+        : this(rt, manifest, name => File.ReadAllBytes(Path.Combine(artifactsDir, manifest.Graphs[name].File)), new SafetensorsWeights(manifest.ModelPath), jobs)
+    {
+    }
+
+    /// <summary>Graphs from <paramref name="graphs"/> (`grad_accum_step`, `eval_step` on first use), frozen weights from <paramref name="weights"/> (disposed once uploaded).</summary>
+    public JobsRunner(OrtRuntime rt, Manifest manifest, Func<string, byte[]> graphs, IWeightProvider weights,
+        IReadOnlyList<(OptimizerOptions Options, AdapterWeights Init, AdapterWeights? M, AdapterWeights? V)> jobs)
     {
         _rt = rt;
         var specs = manifest.Jobs ?? throw GraphBuilder.Fail.Bug("not a jobs manifest");
-        byte[] Graph(string name) => File.ReadAllBytes(Path.Combine(artifactsDir, manifest.Graphs[name].File));
-        _grad = new BoundSession(rt, Graph("grad_accum_step"));
-        _eval = new(() => new BoundSession(rt, Graph("eval_step")));
+        _grad = new BoundSession(rt, graphs("grad_accum_step"));
+        _eval = new(() => new BoundSession(rt, graphs("eval_step")));
         _store = new DeviceTensors(rt, _grad.Session);
-        using (var provider = new SafetensorsWeights(manifest.ModelPath))
+        try
         {
             var declared = manifest.Weights.ToDictionary(w => w.Name, w => new Value(w.Name, DTypes.Parse(w.DType), Shape.Of(w.Shape)));
-            provider.Validate(declared);
-            foreach (var (key, v) in declared) _weights[key] = _store.Upload(provider.Load(key, v.DType, v.S.ToLongs()));
+            weights.Validate(declared);
+            foreach (var (key, v) in declared) _weights[key] = _store.Upload(weights.Load(key, v.DType, v.S.ToLongs()));
+        }
+        finally
+        {
+            (weights as IDisposable)?.Dispose();
         }
         _block = (manifest.MicroBatchSize, manifest.SeqLen);
         long[] shape = [specs.Count * (long)_block.R, _block.T];

@@ -131,19 +131,25 @@ public static class TrainLoop
         string? adapterDir = null;
         if (end == c.Total)
         {
-            adapterDir = Path.Combine(c.O.Out, "adapter");
-            var formats = c.O.SaveBin ? AdapterWeightFormats.Both : AdapterWeightFormats.Safetensors;
-            var trained = c.Runner.State.Download(c.Runner.State.Params);
-            GraphBuilder.IO.AtomicFolder.Write(adapterDir, "training", tmp =>                    // appears only when complete
-            {
-                AdapterStore.Save(tmp, c.Adapter, trained, formats);
-                return tmp;
-            });
+            adapterDir = SaveAdapter(c.O, c.Adapter, c.Runner.State.Download(c.Runner.State.Params));
         }
         var summary = new TrainSummary(end - start, first, last, adapterDir, checkpoint, clock.Elapsed.TotalSeconds, tokens,
             c.Metrics.Path, end, c.Total, load);
         TrainReport.Write(log, summary);
         return summary;
+    }
+
+    /// <summary>OUT/adapter, written beside it and renamed when complete; returns its path.</summary>
+    internal static string SaveAdapter(TrainOptions o, AdapterConfig cfg, AdapterWeights trained)
+    {
+        var dir = Path.Combine(o.Out, "adapter");
+        var formats = o.SaveBin ? AdapterWeightFormats.Both : AdapterWeightFormats.Safetensors;
+        GraphBuilder.IO.AtomicFolder.Write(dir, "training", tmp =>
+        {
+            AdapterStore.Save(tmp, cfg, trained, formats);
+            return tmp;
+        });
+        return dir;
     }
 
     /// <summary>A signal stopped the run after step <paramref name="done"/>: checkpoint it and say how to continue.</summary>

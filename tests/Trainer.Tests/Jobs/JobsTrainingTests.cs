@@ -72,6 +72,55 @@ public sealed class JobsTrainingTests
         }
     }
 
+    /// <summary>A jobs file of two LoRA jobs on the parity data; job "bad" gets <paramref name="badData"/> as its data when given.</summary>
+    private static (string Work, string File) TwoJobs(string? badData = null, int steps = 4)
+    {
+        var work = TestFiles.TempDir();
+        File.WriteAllText(Path.Combine(work, "adapter_config.json"), Adapter("lora").ToJsonString());
+        var data = badData is null ? TrainFixture.Data : TestFiles.Write(work, "bad.jsonl", badData);
+        var jobs = new JsonArray(
+            new JsonObject { ["name"] = "good", ["adapter"] = "adapter_config.json", ["data"] = TrainFixture.Data, ["out"] = "runs/good", ["batch_size"] = 2, ["steps"] = steps, ["lr"] = 0.01, ["save_steps"] = 2 },
+            new JsonObject { ["name"] = "bad", ["adapter"] = "adapter_config.json", ["data"] = data, ["out"] = "runs/bad", ["batch_size"] = 2, ["steps"] = steps, ["lr"] = 0.01, ["save_steps"] = 2 });
+        var file = Path.Combine(work, "jobs.json");
+        File.WriteAllText(file, new JsonObject { ["jobs"] = jobs }.ToJsonString());
+        Assert.AreEqual(0, Commands.Run(["build-graph", "--model", TrainFixture.Model, "--jobs", file, "--out", Path.Combine(work, "art"), "--seq-len", "32", "--micro-batch-size", "2"]));
+        return (work, file);
+    }
+
+    [TestMethod]
+    public void AJobWithBrokenDataStopsAloneWithItsError()
+    {
+        var (work, file) = TwoJobs("{\"input_ids\": [1, 5, 6]}\nnot json\n");
+        var (code, err) = Fixtures.CliCapture.Run(["train", "--artifacts", Path.Combine(work, "art"), "--jobs", file, "--quiet"]);
+        Assert.AreEqual(1, code, err);
+        StringAssert.Contains(err, "error: job bad:");
+        StringAssert.Contains(err, "bad.jsonl");
+        StringAssert.Contains(err, "line 2");
+        Assert.DoesNotContain("   at ", err, "no stack trace");
+        Assert.IsTrue(File.Exists(Path.Combine(work, "runs", "good", "adapter", "adapter_model.safetensors")), "the other job finished");
+        Assert.HasCount(4, TrainFixture.Losses(Path.Combine(work, "runs", "good")));
+        Assert.IsFalse(Directory.Exists(Path.Combine(work, "runs", "bad", "adapter")), "nothing half-written for the failed job");
+    }
+
+    [TestMethod]
+    public void StoppedJobsResumeToTheUninterruptedAdapters()
+    {
+        var (work, file) = TwoJobs(steps: 5);
+        var art = Path.Combine(work, "art");
+        Trainer.Jobs.JobsLoop.Run(new Trainer.Jobs.JobsOptions(art, file, Quiet: true) { StopAfter = 3 }, TextWriter.Null);
+        Assert.IsFalse(Directory.Exists(Path.Combine(work, "runs", "good", "adapter")), "stopped before the end: no final adapter");
+        Trainer.Jobs.JobsLoop.Run(new Trainer.Jobs.JobsOptions(art, file, Quiet: true, Resume: true), TextWriter.Null);
+        var whole = Path.Combine(TestFiles.TempDir(), "jobs.json");
+        File.WriteAllText(whole, File.ReadAllText(file).Replace("runs/", "whole/", StringComparison.Ordinal).Replace("\"adapter_config.json\"", $"\"{Path.Combine(work, "adapter_config.json")}\"", StringComparison.Ordinal));
+        Trainer.Jobs.JobsLoop.Run(new Trainer.Jobs.JobsOptions(art, whole, Quiet: true), TextWriter.Null);
+        var wdir = Path.GetDirectoryName(whole)!;
+        foreach (var job in new[] { "good", "bad" })
+        {
+            TrainFixture.AssertSameBits(AdapterWeights.Load(Path.Combine(wdir, "whole", job, "adapter")), AdapterWeights.Load(Path.Combine(work, "runs", job, "adapter")));
+            CollectionAssert.AreEqual(TrainFixture.Losses(Path.Combine(wdir, "whole", job)), TrainFixture.Losses(Path.Combine(work, "runs", job)), job);
+        }
+    }
+
     private static void AssertSameRun(string want, string got, string job)
     {
         var (a, b) = (TrainFixture.Metrics(want), TrainFixture.Metrics(got));
