@@ -1,6 +1,9 @@
 using System.Diagnostics;
 using MixLoRA.GraphBuilder;
 using MixLoRA.GraphBuilder.Adapters;
+using MixLoRA.GraphBuilder.Graphs;
+using MixLoRA.GraphBuilder.IR;
+using MixLoRA.GraphBuilder.Onnx;
 using MixLoRA.GraphBuilder.Models;
 using MixLoRA.GraphBuilder.Optim;
 using MixLoRA.Runtime;
@@ -48,7 +51,7 @@ public static class JobsLoop
             var starts = runs.Select(r => r.Start ?? (new OptimizerOptions(new AdamWOptions()), Initial(o.Artifacts, manifest.Jobs![r.Index]), null, null)).ToArray();
             using var runner = new JobsRunner(OrtRuntime.For(o.Device, o.Runtime), manifest, o.Artifacts, starts);
             log.WriteLine($"training {runs.Count(r => r.Active)} jobs ({string.Join(", ", runs.Select(r => r.Describe()))}), {manifest.MicroBatchSize} rows each per micro-step, seq {manifest.SeqLen} on {o.Device.ToString().ToLowerInvariant()}");
-            Loop(runner, runs, o, log);
+            Loop(runner, runs, o, log, active => Graphs(o.Artifacts, manifest, model, active));
         }
         finally
         {
@@ -61,11 +64,32 @@ public static class JobsLoop
     private static AdapterWeights Initial(string artifacts, JobManifest job) =>
         AdapterStore.CheckedLoad(Path.Combine(artifacts, job.AdapterDir), job.Trainable.Select(t => new TrainableTensor(t.Name, t.Shape, Init.Zeros)).ToArray());
 
-    private static void Loop(JobsRunner runner, JobRun[] runs, JobsOptions o, TextWriter log)
+    /// <summary>The jobs graphs for the <paramref name="active"/> jobs alone, compiled as build-graph compiles them.</summary>
+    private static Func<string, byte[]> Graphs(string artifacts, Manifest m, ModelConfig model, IReadOnlyList<int> active)
+    {
+        var adapters = active.Select(i => new JobAdapter(m.Jobs![i].Name, AdapterConfig.Load(Path.Combine(artifacts, m.Jobs[i].AdapterDir)))).ToArray();
+        var spec = new JobsSpec(model, adapters, new GraphBuilder.Graphs.Shapes(m.MicroBatchSize, m.SeqLen), DTypes.Parse(m.WeightDType), DTypes.Parse(m.ComputeDType),
+            Accumulate: true, Checkpointing: m.Checkpointing, Fused: m.Fused);
+        var grad = OnnxWriter.ToBytes(JobsGraphs.GradStep(spec).Graph);
+        var eval = new Lazy<byte[]>(() => OnnxWriter.ToBytes(JobsGraphs.EvalStep(spec).Graph));
+        return name => name == "grad_accum_step" ? grad : eval.Value;
+    }
+
+    private static void Loop(JobsRunner runner, JobRun[] runs, JobsOptions o, TextWriter log, Func<IReadOnlyList<int>, Func<string, byte[]>> graphs)
     {
         var clock = Stopwatch.StartNew();
+        var holding = runs.Length;
         while (runs.Any(r => r.Active))
         {
+            var active = runs.Where(r => r.Active).Select(r => r.Index).ToArray();
+            if (active.Length < holding)
+            {
+                // finished or failed jobs leave the graph: it is rebuilt for the others, whose state stays on the device
+                var t0 = clock.Elapsed.TotalSeconds;
+                runner.Shrink(active, graphs(active));
+                holding = active.Length;
+                if (!o.Quiet) log.WriteLine($"\nnow training {string.Join(", ", active.Select(i => runs[i].Name))} (graph rebuilt in {clock.Elapsed.TotalSeconds - t0:F1}s)");
+            }
             var blocks = new Batch?[runs.Length];
             var shares = new (double, double)[runs.Length];
             var first = new bool[runs.Length];

@@ -25,8 +25,9 @@ public sealed record JobMicro(double Loss, double LmLoss, double AuxLoss, double
 public sealed class JobsRunner : IDisposable
 {
     private readonly OrtRuntime _rt;
-    private readonly BoundSession _grad;
-    private readonly Lazy<BoundSession> _eval;
+    private BoundSession _grad;
+    private Lazy<BoundSession> _eval;
+    private int[] _active;
     private readonly DeviceTensors _store;
     private readonly Dictionary<string, OrtValue> _weights = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OrtValue> _batch = new(StringComparer.Ordinal);
@@ -58,13 +59,34 @@ public sealed class JobsRunner : IDisposable
             (weights as IDisposable)?.Dispose();
         }
         _block = (manifest.MicroBatchSize, manifest.SeqLen);
-        long[] shape = [specs.Count * (long)_block.R, _block.T];
-        foreach (var name in new[] { ForwardGraph.InputIds, ForwardGraph.AttentionMask, ForwardGraph.PositionIds, TrainGraphs.Labels }) _batch[name] = _store.Allocate(DType.Int64, shape);
+        _active = Enumerable.Range(0, specs.Count).ToArray();
+        AllocateBatch();
         Jobs = specs.Select((s, j) => new JobState(rt, _store, s, jobs[j], manifest)).ToArray();
-        if (_grad.Inputs.Contains(GraphBuilder.Ops.SwiGluSlotsOps.SeedInput)) _seed = _store.Allocate(DType.Int64, []);
+        _seed = _store.Allocate(DType.Int64, []);
     }
 
-    private readonly OrtValue? _seed;
+    /// <summary>
+    /// Continues with only the <paramref name="active"/> jobs (indices, in row-block order): the graphs from
+    /// <paramref name="graphs"/> hold their rows alone, so finished or failed jobs cost nothing. Every job's state, the
+    /// frozen weights and the optimizers stay where they are.
+    /// </summary>
+    public void Shrink(IReadOnlyList<int> active, Func<string, byte[]> graphs)
+    {
+        _grad.Dispose();
+        if (_eval.IsValueCreated) _eval.Value.Dispose();
+        _active = [.. active];
+        _grad = new BoundSession(_rt, graphs("grad_accum_step"));
+        _eval = new(() => new BoundSession(_rt, graphs("eval_step")));
+        AllocateBatch();
+    }
+
+    private void AllocateBatch()
+    {
+        long[] shape = [_active.Length * (long)_block.R, _block.T];
+        foreach (var name in new[] { ForwardGraph.InputIds, ForwardGraph.AttentionMask, ForwardGraph.PositionIds, TrainGraphs.Labels }) _batch[name] = _store.Allocate(DType.Int64, shape);
+    }
+
+    private readonly OrtValue _seed;
     private long _micro;
 
     public IReadOnlyList<JobState> Jobs { get; }
@@ -81,16 +103,16 @@ public sealed class JobsRunner : IDisposable
         var inputs = new Dictionary<string, OrtValue>(_weights, StringComparer.Ordinal);
         var outputs = new Dictionary<string, OrtValue>(StringComparer.Ordinal);
         foreach (var (k, v) in _batch) inputs[k] = v;
-        if (_seed is { } seed)
+        if (_grad.Inputs.Contains(GraphBuilder.Ops.SwiGluSlotsOps.SeedInput))
         {
             // the fused dropout's seed: a new value every combined micro-step (one stream for all jobs)
-            _store.CopyIn(MemoryMarshal.AsBytes(new[] { _micro++ }.AsSpan()), seed);
-            inputs[GraphBuilder.Ops.SwiGluSlotsOps.SeedInput] = seed;
+            _store.CopyIn(MemoryMarshal.AsBytes(new[] { _micro++ }.AsSpan()), _seed);
+            inputs[GraphBuilder.Ops.SwiGluSlotsOps.SeedInput] = _seed;
         }
-        for (var j = 0; j < Jobs.Count; j++) Jobs[j].Bind(inputs, outputs, shares[j], first[j], _store);
+        foreach (var j in _active) Jobs[j].Bind(inputs, outputs, shares[j], first[j], _store);
         _grad.Run(inputs, outputs);
         var result = new JobMicro?[Jobs.Count];
-        for (var j = 0; j < Jobs.Count; j++)
+        foreach (var j in _active)
         {
             if (!first[j]) Jobs[j].State.Grads.Swap();
             result[j] = blocks[j] is null ? null : Jobs[j].Read(_store);
@@ -110,9 +132,9 @@ public sealed class JobsRunner : IDisposable
             LoadBatch(Enumerable.Range(0, Jobs.Count).Select(i => i == j ? b : null).ToArray());
             var inputs = new Dictionary<string, OrtValue>(_weights, StringComparer.Ordinal);
             foreach (var (k, v) in _batch) inputs[k] = v;
-            foreach (var job in Jobs) foreach (var (k, v) in job.State.ParamViews()) inputs[job.Prefix + k] = v;
+            foreach (var job in _active.Select(i => Jobs[i])) foreach (var (k, v) in job.State.ParamViews()) inputs[job.Prefix + k] = v;
             var outputs = new Dictionary<string, OrtValue>(StringComparer.Ordinal);
-            foreach (var job in Jobs) foreach (var (k, v) in job.EvalOutputs(_eval.Value)) outputs[k] = v;
+            foreach (var job in _active.Select(i => Jobs[i])) foreach (var (k, v) in job.EvalOutputs(_eval.Value)) outputs[k] = v;
             _eval.Value.Run(inputs, outputs);
             var r = Jobs[j].Read(_store);
             (lm, loss, tokens) = (lm + (r.LmLoss * r.Valid), loss + (r.Loss * r.Valid), tokens + r.Valid);
@@ -120,9 +142,11 @@ public sealed class JobsRunner : IDisposable
         return tokens == 0 ? (0, 0) : (loss / tokens, lm / tokens);
     }
 
-    private void LoadBatch(Batch?[] blocks)
+    /// <summary>The active jobs' blocks (indexed by job) into the batch tensors, in row-block order.</summary>
+    private void LoadBatch(Batch?[] byJob)
     {
         var (r, t) = _block;
+        var blocks = _active.Select(j => byJob[j]).ToArray();
         var n = blocks.Length * r * t;
         var (ids, mask, pos, labels) = (new long[n], new long[n], new long[n], new long[n]);
         Array.Fill(labels, Example.IgnoreIndex);

@@ -81,6 +81,7 @@ public static class ArtifactsBuilder
             ComputeDType = spec.Compute.Name(),
             Device = device.ToString().ToLowerInvariant(),
             Accumulate = graphs.ContainsKey("grad_accum_step"),
+            Checkpointing = spec.Checkpointing,
             Fused = spec.Fused,
             Graphs = graphs.ToDictionary(p => p.Key, p => new GraphSpec(p.Key + ".onnx", p.Value.Graph.Inputs.Select(Spec).ToArray(), p.Value.Graph.Outputs.Select(Spec).ToArray())),
             Trainable = grad.Trainable.Select(t => new TensorSpec(t.Key, "float32", t.Shape)).ToArray(),

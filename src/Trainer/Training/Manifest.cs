@@ -36,6 +36,9 @@ public sealed record Manifest
     public required string Device { get; init; }
     public required bool Accumulate { get; init; }
 
+    /// <summary>Whether the graphs recompute each decoder layer in the backward (--gradient-checkpointing).</summary>
+    public bool Checkpointing { get; init; }
+
     /// <summary>Whether the graphs use any (`fused_kernels` in the file, for readers; derived from <see cref="Fused"/>, ignored on load).</summary>
     [JsonPropertyName("fused_kernels")]
     public bool AnyFused => Fused != FusedOps.None;
