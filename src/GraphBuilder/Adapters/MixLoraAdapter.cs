@@ -36,8 +36,18 @@ public sealed class AdapterGraph : IAdapter
     public AdapterConfig Config => _cfg;
     public TrainableSet Params { get; } = new();
 
-    /// <summary>The model's layer count (set by the <see cref="Decoder"/>): MoLA's per-group num_experts needs it.</summary>
-    public int NumLayers { get; set; } = 1;
+    private int _numLayers;
+
+    /// <summary>
+    /// Binds the adapter to a model of <paramref name="numLayers"/> layers (the <see cref="Decoder"/> does, and an
+    /// export that wraps the adapter): MoLA's per-group num_experts list is checked against it and resolved with it.
+    /// </summary>
+    public AdapterGraph ForModel(int numLayers)
+    {
+        _cfg.CheckLayers(numLayers);
+        _numLayers = numLayers;
+        return this;
+    }
 
     /// <summary>Per-layer routing decisions of the MIXLORA MoE blocks (empty for the other methods).</summary>
     public IReadOnlyList<Routing> Routings => _routings;
@@ -50,7 +60,8 @@ public sealed class AdapterGraph : IAdapter
         {
             using (b.Scope($"{_cfg.KeyPrefix}.{site.Module}"))
             {
-                return _routed.Delta(b, site, x, _cfg.ExpertsAt(site.Layer, NumLayers));
+                if (_numLayers == 0 && !_cfg.ExpertsPerGroup.IsEmpty) throw Fail.Bug("a per-group num_experts list needs ForModel(layers) first");
+                return _routed.Delta(b, site, x, _cfg.ExpertsAt(site.Layer, Math.Max(_numLayers, 1)));
             }
         }
         var key = $"{_cfg.KeyPrefix}.layers.{site.Layer}.{(isMlp ? "mlp" : "self_attn")}.{site.Module}";

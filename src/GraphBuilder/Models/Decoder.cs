@@ -34,8 +34,7 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
     private static IAdapter Checked(ModelConfig cfg, IAdapter adapter)
     {
         if (adapter is not Adapters.AdapterGraph { Config: var a } graph) return adapter;
-        a.CheckLayers(cfg.NumLayers);
-        graph.NumLayers = cfg.NumLayers;
+        graph.ForModel(cfg.NumLayers);
         var has = cfg.FusedProjections ? Adapters.AdapterConfig.FusedTargets : Adapters.AdapterConfig.LlamaTargets;
         var missing = a.TargetModules.Where(t => !has.Contains(t)).ToArray();
         return missing.Length == 0 ? adapter

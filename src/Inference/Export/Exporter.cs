@@ -81,7 +81,7 @@ public static class Exporter
                     $"--merge-attention-lora with a {adapterCfg.PeftType} adapter ({o.AdapterDir}): its attention projections carry routed experts, which do not fold into one weight",
                     "export without --merge-attention-lora");
                 merge = new AttentionMerge(weights, adapterCfg, source);
-                adapter = new WithoutAttentionLora(adapter);
+                adapter = new WithoutAttentionLora(adapter is AdapterGraph inner ? inner.ForModel(cfg.NumLayers) : adapter);
             }
         }
         Action<Builder>? routerOutputs = o.RouterOutputs && adapter is AdapterGraph ag ? b => AddRouterOutputs(b, ag) : null;

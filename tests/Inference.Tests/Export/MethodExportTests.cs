@@ -71,6 +71,14 @@ public sealed class MethodExportTests
             AdapterDir = Path.Combine(artifacts, "adapter_init"), MergeAttentionLora = true,
         }));
         StringAssert.Contains(e.Message, "routed experts");
+
+        // MLP-only MoLA with a per-layer list: merging has nothing to fold and the wrapped adapter still resolves the list
+        var mlpOnly = Path.Combine(Files.TempDir(), "adapter_config.json");
+        File.WriteAllText(mlpOnly, """{"peft_type": "MOLA", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["gate_proj", "down_proj"], "num_experts": [3, 2]}""");
+        var art2 = Path.Combine(Files.TempDir(), "artifacts");
+        Assert.AreEqual(0, Commands.Run(["build-graph", "--model", Files.ParityModel, "--adapter", mlpOnly, "--out", art2, "--seq-len", "16"]));
+        var res = Exporter.Export(new ExportOptions(Files.ParityModel, Files.TempDir()) { AdapterDir = Path.Combine(art2, "adapter_init"), MergeAttentionLora = true });
+        Assert.HasCount((2 * (1 + (2 * 3))) + (2 * (1 + (2 * 2))), res.AdapterTensors, "layer 0: 3 experts, layer 1: 2, on gate and down");
     }
 
     /// <summary>Every key MoE-PEFT's get_lora_layer_weight writes for this config (HydraLoRA: ours).</summary>
