@@ -37,13 +37,21 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
     /// <summary>An adapter whose targets this model has: a target it lacks would silently train nothing.</summary>
     private static IAdapter Checked(ModelConfig cfg, IAdapter adapter)
     {
-        if (adapter is not Adapters.AdapterGraph { Config: var a } graph) return adapter;
-        graph.ForModel(cfg.NumLayers);
+        IReadOnlyList<Adapters.AdapterGraph> graphs = adapter switch
+        {
+            Adapters.AdapterGraph g => [g],
+            Adapters.JobsAdapter jobs => jobs.Jobs,
+            _ => [],
+        };
         var has = cfg.FusedProjections ? Adapters.AdapterConfig.FusedTargets : Adapters.AdapterConfig.LlamaTargets;
-        var missing = a.TargetModules.Where(t => !has.Contains(t)).ToArray();
-        return missing.Length == 0 ? adapter
-            : throw Fail.User($"adapter target_modules {Fail.Show(missing)} are not projections of a {cfg.ModelType} model",
-                $"target {string.Join(", ", has)}");
+        foreach (var graph in graphs)
+        {
+            graph.ForModel(cfg.NumLayers);
+            var missing = graph.Config.TargetModules.Where(t => !has.Contains(t)).ToArray();
+            if (missing.Length > 0)
+                throw Fail.User($"adapter target_modules {Fail.Show(missing)} are not projections of a {cfg.ModelType} model", $"target {string.Join(", ", has)}");
+        }
+        return adapter;
     }
 
     public DecoderOutputs Build(Builder b, DecoderInputs io, DType compute)
