@@ -142,6 +142,7 @@ public sealed class MethodExportTests
         var feeds = new Dictionary<string, HostTensor>
         {
             ["input_ids"] = HostTensor.Of(ids, Batch, SeqLen), ["attention_mask"] = HostTensor.Of(mask, Batch, SeqLen), ["labels"] = HostTensor.Of(ids, Batch, SeqLen),
+            ["position_ids"] = HostTensor.Of(Enumerable.Range(0, Batch * SeqLen).Select(i => (long)(i % SeqLen)).ToArray(), Batch, SeqLen),
         };
         foreach (var v in graph.Inputs.Where(v => !feeds.ContainsKey(v.Name)))
             feeds[v.Name] = adapter.TryGetValue(v.Name, out var t) ? HostTensor.Of(t.Data, t.Shape) : WeightLoader.Load(model, v.Name, v.DType);
