@@ -87,8 +87,8 @@ for part in "${parts[@]}"; do
     jobs)
       # issue 21: N adapters at once over one base (bench --jobs), 1 and 4 jobs of the same shape
       for n in ${JOBS_N:-1 4}; do
-        log "bench ${JOBS_CONFIG:-llama2-7b} mixlora --jobs $n $JOBS_EXTRA"
-        LIMIT=500 run $T bench --config "${JOBS_CONFIG:-llama2-7b}" --method mixlora --device cuda --dtype bfloat16 --jobs "$n" --steps "${STEPS:-6}" --warmup 2 --quiet $JOBS_EXTRA
+        log "bench ${JOBS_CONFIG:-llama2-7b} mixlora --jobs $n ${JOBS_EXTRA:-}"
+        LIMIT=500 run $T bench --config "${JOBS_CONFIG:-llama2-7b}" --method mixlora --device cuda --dtype bfloat16 --jobs "$n" --steps "${STEPS:-6}" --warmup 2 --quiet ${JOBS_EXTRA:-}
         grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/jobs.jsonl"
       done ;;
     methods)

@@ -35,6 +35,18 @@ public sealed class JitterNoiseTests
     private static int Noise(Graph g) => g.Nodes.Count(n => n.OpType == "RandomUniformLike");
 
     [TestMethod]
+    public void BFloat16GraphsDrawTheNoiseInFloat32()
+    {
+        // ONNX's RandomUniformLike has no bfloat16: the CUDA bf16 graph was refused by ORT until the draw went through fp32
+        var spec = new TrainSpec(ModelConfig.Load(TrainFixture.Model), Config(0.1, Path.Combine(TestFiles.TempDir(), "adapter_config.json")),
+            new Shapes(2, 16), DType.BFloat16, DType.BFloat16);
+        var g = TrainGraphs.GradStep(spec).Graph;
+        var draws = g.Nodes.Where(n => n.OpType == "RandomUniformLike").ToArray();
+        Assert.IsNotEmpty(draws);
+        foreach (var n in draws) Assert.AreEqual(DType.Float32, g.Get(n.Inputs[0]).DType, n.Name);
+    }
+
+    [TestMethod]
     public void ZeroJitterEmitsNoNoiseAndEvalGraphsIgnoreIt()
     {
         var (grad0, eval0) = Graphs(0.0);
