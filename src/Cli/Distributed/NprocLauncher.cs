@@ -80,7 +80,7 @@ public static partial class NprocLauncher
         {
             null when root.Code > 128 => $"error: rank {root.Rank} was killed by signal {root.Code - 128}{others}",
             null => $"error: rank {root.Rank} exited with code {root.Code} without an error message{others}",
-            var e when Blames().IsMatch(e) => $"error: {e}",
+            var e when e.StartsWith("rank ", StringComparison.Ordinal) => $"error: {e}",                     // it names its rank already
             var e => $"error: rank {root.Rank}: {e}",
         };
         return (root.Code, line);

@@ -60,7 +60,15 @@ public static class Rendezvous
                 socket.NoDelay = true;
                 Admit(me, description, new Peer(socket, -1), peers, deadline);
             }
-            var bytes = payload?.Invoke() ?? [];
+            byte[] bytes;
+            try
+            {
+                bytes = payload?.Invoke() ?? [];
+            }
+            catch (UserError e)
+            {
+                throw Refuse(peers, ("rank 0 failed", e.Message));                     // e.g. NCCL did not load: every rank says why
+            }
             foreach (var p in peers.OfType<Peer>()) p.Send(Frame.Welcome, bytes);
             return new Group(me, peers, bytes);
         }
@@ -95,7 +103,7 @@ public static class Rendezvous
         string theirs;
         try
         {
-            peer.ReceiveTimeout = Max(deadline - DateTime.UtcNow, TimeSpan.FromSeconds(1));
+            peer.ReceiveTimeout = TimeSpan.FromSeconds(10);                            // a rank says hello at once; anything else is not one of ours
             var (kind, hello) = peer.Receive();
             if (kind != Frame.Hello || hello.Length < 12 || BinaryPrimitives.ReadInt32LittleEndian(hello) != Protocol)
             {

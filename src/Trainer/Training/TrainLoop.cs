@@ -37,7 +37,7 @@ public static class TrainLoop
         log ??= o.Quiet || !writes ? TextWriter.Null : Console.Out;
         o.Validate();
         using var folder = writes ? RunFolder.Take(o.Out, "training", log) : null;            // before anything is written there
-        if (!o.Resume && writes) Fresh(o);
+        if (!o.Resume && (writes || !o.Overwrite)) Fresh(o);                                // other ranks only check: the run folder is rank 0's to change
         var manifest = Manifest.Load(o.Artifacts);
         CheckModel(manifest, o.Artifacts);
         var micro = o.MicroBatchSize ?? manifest.MicroBatchSize;
