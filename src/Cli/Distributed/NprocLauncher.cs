@@ -173,6 +173,7 @@ public static partial class NprocLauncher
             psi.ArgumentList.Add("train");
             foreach (var a in args) psi.ArgumentList.Add(a);
             foreach (var (k, v) in me.Variables()) psi.Environment[k] = v;
+            psi.Environment.Remove(DistributedSettings.AgentStoreVar);                       // the port is ours, not a torchrun agent's
             return psi;
         }
     }

@@ -8,16 +8,22 @@ namespace MixLoRA.Runtime.Collectives;
 /// MASTER_PORT, read once at start-up (Program.Main, beside <see cref="RuntimeSettings"/>) as raw strings and
 /// checked by <see cref="Resolve"/> when a command uses them. WORLD_SIZE decides: without it the process runs alone
 /// (RANK alone, as other tools set it, is ignored); with it, every other variable is required.
+/// <para>torchrun (PyTorch 2.4 on) keeps its own TCP store listening on MASTER_PORT of rank 0's host and says so with
+/// TORCHELASTIC_USE_AGENT_STORE=True: then the rendezvous uses MASTER_PORT + 1, the same on every rank.</para>
 /// </summary>
 public sealed record DistributedSettings
 {
-    public const string RankVar = "RANK", WorldSizeVar = "WORLD_SIZE", LocalRankVar = "LOCAL_RANK", MasterAddrVar = "MASTER_ADDR", MasterPortVar = "MASTER_PORT";
+    public const string RankVar = "RANK", WorldSizeVar = "WORLD_SIZE", LocalRankVar = "LOCAL_RANK", MasterAddrVar = "MASTER_ADDR", MasterPortVar = "MASTER_PORT",
+        AgentStoreVar = "TORCHELASTIC_USE_AGENT_STORE";
 
     public string? Rank { get; init; }
     public string? WorldSize { get; init; }
     public string? LocalRank { get; init; }
     public string? MasterAddr { get; init; }
     public string? MasterPort { get; init; }
+
+    /// <summary>TORCHELASTIC_USE_AGENT_STORE: "True" when torchrun's agent holds MASTER_PORT.</summary>
+    public string? AgentStore { get; init; }
 
     /// <summary>No variable set: a single process.</summary>
     public static DistributedSettings None { get; } = new();
@@ -29,6 +35,7 @@ public sealed record DistributedSettings
         return new DistributedSettings
         {
             Rank = get(RankVar), WorldSize = get(WorldSizeVar), LocalRank = get(LocalRankVar), MasterAddr = get(MasterAddrVar), MasterPort = get(MasterPortVar),
+            AgentStore = get(AgentStoreVar),
         };
     }
 
@@ -46,8 +53,9 @@ public sealed record DistributedSettings
         var world = Number(WorldSizeVar, WorldSize!, 1, 1 << 16);
         var rank = Number(RankVar, Rank!, 0, world - 1);
         var local = Number(LocalRankVar, LocalRank!, 0, 1 << 16);
-        var port = Number(MasterPortVar, MasterPort!, 1, 65535);
-        return new RankInfo(rank, world, local, MasterAddr!.Trim(), port);
+        var agent = AgentStore?.Trim() is "True" or "true" or "1";
+        var port = Number(MasterPortVar, MasterPort!, 1, agent ? 65534 : 65535);
+        return new RankInfo(rank, world, local, MasterAddr!.Trim(), agent ? port + 1 : port);   // beside torchrun's own store
     }
 
     private static int Number(string name, string value, int min, int max)

@@ -27,6 +27,13 @@ public sealed class DistributedSettingsTests
     }
 
     [TestMethod]
+    public void UnderTorchrunsAgentStoreTheRendezvousTakesTheNextPort()
+    {
+        Assert.AreEqual(29501, From([.. Torchrun, ("TORCHELASTIC_USE_AGENT_STORE", "True")]).Resolve()!.MasterPort, "torchrun's store holds MASTER_PORT");
+        Assert.AreEqual(29500, From([.. Torchrun, ("TORCHELASTIC_USE_AGENT_STORE", "False")]).Resolve()!.MasterPort);
+    }
+
+    [TestMethod]
     public void WithoutWorldSizeTheProcessRunsAlone()
     {
         Assert.IsNull(DistributedSettings.None.Resolve());
