@@ -101,6 +101,11 @@ for part in "${parts[@]}"; do
       log "parity fp32, --nproc 1 (NCCL, one rank): must equal the plain run bit for bit"; run $T $TR --out /tmp/r-dp-1 --nproc 1
       gpus=$(nvidia-smi -L | grep -c '^GPU')
       [ "$gpus" -ge 2 ] && { log "parity fp32, --nproc 2 (micro-batches 0,2 / 1,3)"; run $T $TR --out /tmp/r-dp-2 --nproc 2; }
+      if [ "$gpus" -ge 2 ]; then
+        log "bench ${DP_CASE:-tinyllama-1.1b mixlora} --nproc $gpus"; set -- ${DP_CASE:-tinyllama-1.1b mixlora}
+        LIMIT=480 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps "${STEPS:-8}" --warmup 3 --nproc "$gpus" --quiet
+        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench-dp.jsonl"
+      fi
       for r in plain 1 2; do cp /tmp/r-dp-$r/metrics.jsonl "$OUT/metrics-dp-$r.jsonl" 2>/dev/null; done
       python3 - /tmp/r-dp-plain /tmp/r-dp-1 /tmp/r-dp-2 <<'PY' | tee -a "$OUT/log.txt"
 import json, os, sys

@@ -61,7 +61,7 @@ public static class Commands
         ["train"] = a => TrainCommand.Run(a, services.Settings, demo: d => DemoCommand.Run(d, services.Settings), services.Distributed),
         ["doctor"] = a => DoctorCommand.Run(a, services.Settings),
         ["score"] = a => ScoreCommand.Run(a, services.Settings),
-        ["bench"] = a => BenchCommand.Run(a, services.Settings),
+        ["bench"] = a => BenchCommand.Run(a, services.Settings, services.Distributed),
         ["export"] = ExportCommand.Run,
         ["generate"] = a => GenerateCommand.Run(a, services.LoadTokenizer, services.Settings),
         ["eval"] = a => EvalCommand.Run(a, services.LoadTokenizer, services.Settings),

@@ -90,6 +90,6 @@ public static class TrainCommand
         GraphBuilder.Fail.If(distributed.Present, $"--nproc in a process a launcher started as one rank (WORLD_SIZE={distributed.WorldSize})",
             "drop --nproc: the launcher starts the ranks (torchrun --nproc-per-node N), or start mixlora-train --nproc N without those variables");
         GraphBuilder.Fail.If(jobs, "--nproc with --jobs", "train several adapters in one process (--jobs), or one adapter over several processes (--nproc)");
-        return Distributed.NprocLauncher.Run(n, Distributed.NprocLauncher.Without(args, "--nproc"), Console.Out, Console.Error);
+        return Distributed.NprocLauncher.Run("train", n, Distributed.NprocLauncher.Without(args, "--nproc"), Console.Out, Console.Error);
     }
 }

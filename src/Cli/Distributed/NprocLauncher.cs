@@ -8,7 +8,7 @@ using MixLoRA.Runtime.Collectives;
 namespace MixLoRA.Cli.Distributed;
 
 /// <summary>
-/// `mixlora-train --nproc N`: starts N processes of this command on this host, rank r with RANK=r, WORLD_SIZE=N,
+/// `mixlora-train --nproc N` (and `mixlora-bench --nproc N`): starts N processes of this command on this host, rank r with RANK=r, WORLD_SIZE=N,
 /// LOCAL_RANK=r, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT (what torchrun sets), the rest of the environment
 /// (NCCL_* included) as it is. Rank 0's output passes through as it is, the others' lines with a `[rank r] `
 /// prefix; `error:` lines are held back and one is printed at the end: the first failure's (<see cref="Outcome"/>).
@@ -23,11 +23,12 @@ public static partial class NprocLauncher
     /// <summary>A rank's outcome: exit code, its first `error:` line (without the prefix), and when it exited among the others.</summary>
     public sealed record Exit(int Rank, int Code, string? Error, int Order);
 
-    public static int Run(int nproc, IReadOnlyList<string> trainArgs, TextWriter stdout, TextWriter stderr)
+    /// <param name="command">the command the ranks run (train, bench) with <paramref name="args"/>.</param>
+    public static int Run(string command, int nproc, IReadOnlyList<string> args, TextWriter stdout, TextWriter stderr)
     {
         var port = FreePort();
         var gate = new Lock();
-        var children = Enumerable.Range(0, nproc).Select(r => new Child(new RankInfo(r, nproc, r, "127.0.0.1", port), trainArgs, stdout, stderr, gate)).ToArray();
+        var children = Enumerable.Range(0, nproc).Select(r => new Child(new RankInfo(r, nproc, r, "127.0.0.1", port), [command, .. args], stdout, stderr, gate)).ToArray();
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx =>
         {
             ctx.Cancel = true;
@@ -170,7 +171,6 @@ public static partial class NprocLauncher
             var psi = new ProcessStartInfo(self) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             var cli = typeof(Commands).Assembly.Location;
             if (Path.GetFileNameWithoutExtension(self) != Path.GetFileNameWithoutExtension(cli)) psi.ArgumentList.Add(cli);   // `dotnet MixLoRA.Cli.dll`
-            psi.ArgumentList.Add("train");
             foreach (var a in args) psi.ArgumentList.Add(a);
             foreach (var (k, v) in me.Variables()) psi.Environment[k] = v;
             psi.Environment.Remove(DistributedSettings.AgentStoreVar);                       // the port is ours, not a torchrun agent's

@@ -128,6 +128,21 @@ public sealed class DataParallelTrainingTests
             r.Err.Trim());
     }
 
+    [TestMethod]
+    public void BenchNprocReportsTheGroupsThroughputAndScaling()
+    {
+        var r = Child(["bench", "--config", "tiny", "--steps", "2", "--warmup", "1", "--quiet", "--nproc", "2"]);
+        Assert.AreEqual(0, r.Code, r.Err);
+        var lines = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.HasCount(1, lines, "rank 0 alone prints the line");
+        var json = System.Text.Json.JsonDocument.Parse(lines[0]).RootElement;
+        Assert.AreEqual(2, json.GetProperty("world_size").GetInt32());
+        Assert.AreEqual(2 * 4 * 128, json.GetProperty("tokens_per_step").GetInt64(), "every rank's rows");
+        Assert.IsGreaterThan(0.0, json.GetProperty("solo_tokens_per_s").GetDouble());
+        var efficiency = json.GetProperty("scaling_efficiency").GetDouble();
+        Assert.AreEqual(json.GetProperty("tokens_per_s").GetDouble() / (2 * json.GetProperty("solo_tokens_per_s").GetDouble()), efficiency, 1e-3);
+    }
+
     /// <summary>Per-step losses and gradient norms within <see cref="Tolerance"/> relative, the same token counts, and the final adapter within it (relative L2).</summary>
     private static void AssertSameTraining(string want, string got, int steps)
     {
