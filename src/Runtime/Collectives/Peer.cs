@@ -94,11 +94,15 @@ internal sealed class Peer(Socket socket, int rank) : IDisposable
         set => socket.ReceiveTimeout = value is { } t ? (int)Math.Clamp(t.TotalMilliseconds, 1, int.MaxValue) : 0;
     }
 
-    /// <summary>Whether a read would not block now: a frame arrived, or the other side closed (<see cref="Closed"/>).</summary>
+    /// <summary>Whether a read would not block now: a frame arrived, or the other side closed (<see cref="Peek"/>).</summary>
     public bool Readable => socket.Poll(0, SelectMode.SelectRead);
 
-    /// <summary>After <see cref="Readable"/>: the other side closed the connection (nothing left to read).</summary>
-    public bool Closed => socket.Available == 0;
+    /// <summary>After <see cref="Readable"/>: the kind of the frame that arrived, left unread, or null when the other side closed the connection.</summary>
+    public Frame? Peek()
+    {
+        Span<byte> first = stackalloc byte[1];
+        return socket.Receive(first, SocketFlags.Peek) == 0 ? null : (Frame)first[0];
+    }
 
     /// <summary>
     /// Ends the connection without a reset: stop sending, then read and drop what still arrives for up to

@@ -82,8 +82,9 @@ public static class Rendezvous
     private static TcpListener Listen(RankInfo me)
     {
         var loopback = me.MasterAddr is "localhost" || (IPAddress.TryParse(me.MasterAddr, out var ip) && IPAddress.IsLoopback(ip));
-        var listener = new TcpListener(loopback ? IPAddress.Loopback : IPAddress.IPv6Any, me.MasterPort);
-        if (!loopback) listener.Server.DualMode = true;
+        var ipv6 = !loopback && Socket.OSSupportsIPv6;
+        var listener = new TcpListener(loopback ? IPAddress.Loopback : ipv6 ? IPAddress.IPv6Any : IPAddress.Any, me.MasterPort);
+        if (ipv6) listener.Server.DualMode = true;
         try
         {
             listener.Start(me.WorldSize);

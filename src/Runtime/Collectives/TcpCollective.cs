@@ -104,9 +104,16 @@ public sealed class TcpCollective : ICollective
         foreach (var p in _group.Connected)
         {
             if (!Guard(p, () => p.Readable)) continue;
-            if (Guard(p, () => p.Closed)) throw Stopped(p, "its connection closed");
-            var (kind, _) = Guard(p, p.Receive);
-            throw kind == Frame.Abort ? Failed(p.LastMessage) : Fail.Bug($"rank {p.Rank} sent {kind} while a device collective ran");
+            switch (Guard(p, p.Peek))
+            {
+                case null:
+                    throw Stopped(p, "its connection closed");
+                case Frame.Abort:
+                    Guard(p, p.Receive);
+                    throw Failed(p.LastMessage);
+                default:
+                    continue;                                                              // a rank that finished first sent its next part: read in its turn
+            }
         }
     }
 

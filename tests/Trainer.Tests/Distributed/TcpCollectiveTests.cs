@@ -146,6 +146,42 @@ public sealed class TcpCollectiveTests
         }
     }
 
+    /// <summary>
+    /// What the NCCL wait polls between stream queries: a rank that finished first and already sent its next part is
+    /// left to be read in turn; an Abort or a closed connection ends the wait with the rank's message.
+    /// </summary>
+    [TestMethod]
+    public void PollingThePeersLeavesTheNextPartAndSeesFailures()
+    {
+        using var checkedAbort = new ManualResetEventSlim();
+        var results = Ranks(3, me =>
+        {
+            using var c = new TcpCollective(Rendezvous.Join(me, "run=1", Timeout));
+            if (me.Rank != 0)
+            {
+                var sum = c.AllReduceSum([me.Rank]);                                       // sent at once; rank 0 polls before it reads
+                if (me.Rank == 1) c.Abort("out of memory: use a smaller --micro-batch-size");
+                else checkedAbort.Wait(TimeSpan.FromSeconds(30));                         // rank 2 leaves after rank 0 saw rank 1's message
+                return sum[0];
+            }
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (clock.ElapsedMilliseconds < 300) c.CheckPeers();                         // both parts are pending: nothing is consumed
+            var total = c.AllReduceSum([0.0])[0];
+            var error = Assert.ThrowsExactly<UserError>(() =>
+            {
+                while (true) c.CheckPeers();
+            });
+            checkedAbort.Set();
+            Assert.AreEqual("rank 1 failed: out of memory: use a smaller --micro-batch-size", error.Message);
+            return total;
+        });
+        foreach (var (v, e) in results)
+        {
+            Assert.IsNull(e, e?.ToString());
+            Assert.AreEqual(3.0, v);
+        }
+    }
+
     [TestMethod]
     public void RendezvousHandsOutRankZerosPayload()
     {
