@@ -38,6 +38,7 @@ public sealed unsafe class NcclCollective : ICollective
             nint stream, comm;
             _api.Cuda(_api.StreamCreateWithFlags(&stream, 1), "cudaStreamCreateWithFlags");    // cudaStreamNonBlocking
             _stream = stream;
+            _host.Barrier();                                                               // every rank's GPU is ready: ncclCommInitRank blocks until all call it
             var id = default(NcclUniqueId);
             group.Payload.CopyTo(new Span<byte>(id.Internal, NcclUniqueId.Size));
             _api.Nccl(_api.CommInitRank(&comm, group.WorldSize, id, group.Rank), $"ncclCommInitRank (rank {group.Rank} of {group.WorldSize}, cuda:{device})");
