@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session on the device machine (after ../shared/device/stage.sh pieces are in place):
 # smoke checks, CUDA parity training (fp32/bf16), then benchmarks. Results go to $OUT (log.txt,
-# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|lengths|packed-parity|ortchecks|strict|probe|ncu|nccl]...
+# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|lengths|packed-parity|jobs|methods|ortchecks|strict|probe|ncu|nccl]...
 set -uo pipefail
 source /root/mixlora/env.sh
 APP=${APP_DIR:-$APP}   # APP_DIR: another published build staged beside the app piece; TAG names its result files
@@ -83,6 +83,35 @@ for part in "${parts[@]}"; do
         PYTHONPATH=.dev/refpkg LIMIT=400 run python3 tools/ref_bench.py --method "$2" $shape --seq "${LEN_SEQ:-2048}" --batch "$4" \
           --lengths "${LENGTHS:-alpaca}" --steps "${STEPS:-6}"
         grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/lengths.jsonl"
+      done ;;
+    jobs)
+      # issue 21: N adapters at once over one base (bench --jobs), 1 and 4 jobs of the same shape
+      for n in ${JOBS_N:-1 4}; do
+        log "bench ${JOBS_CONFIG:-llama2-7b} mixlora --jobs $n $JOBS_EXTRA"
+        LIMIT=500 run $T bench --config "${JOBS_CONFIG:-llama2-7b}" --method mixlora --device cuda --dtype bfloat16 --jobs "$n" --steps "${STEPS:-6}" --warmup 2 --quiet $JOBS_EXTRA
+        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/jobs.jsonl"
+      done ;;
+    methods)
+      # issue 22: each LoRA-MoE method trains 3 steps of the parity case on CUDA (fp32) and on the CPU, then its bench row
+      for m in ${METHODS:-mixlora-switch loramoe mola hydralora}; do
+        python3 - "$m" /tmp/cfg-$m <<'PY'
+import json, os, sys
+m, d = sys.argv[1], sys.argv[2]; os.makedirs(d, exist_ok=True)
+base = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+extra = {"mixlora-switch": {"peft_type": "MIXLORA", "routing_strategy": "mixlora-switch", "num_experts": 4, "jitter_noise": 0.0},
+         "loramoe": {"peft_type": "LORAMOE", "num_experts": 4}, "mola": {"peft_type": "MOLA", "num_experts": 4, "top_k": 2, "router_loss": True},
+         "hydralora": {"peft_type": "HYDRALORA", "num_experts": 3}}[m]
+json.dump({**base, **extra}, open(f"{d}/adapter_config.json", "w"))
+PY
+        for dev in cpu cuda; do
+          log "method $m on $dev"
+          run $T build-graph --model .dev/parity/model --adapter /tmp/cfg-$m --out /tmp/a-$m-$dev --seq-len 64 --micro-batch-size 2 --dtype float32 --device $dev &&
+          run $T train --artifacts /tmp/a-$m-$dev --data .dev/parity/data.jsonl --out /tmp/r-$m-$dev --batch-size 2 --steps 3 --lr 0.01 --no-shuffle --device $dev --quiet
+          cp /tmp/r-$m-$dev/metrics.jsonl "$OUT/metrics-$m-$dev.jsonl" 2>/dev/null
+        done
+        log "bench tinyllama-1.1b $m"
+        LIMIT=300 run $T bench --config tinyllama-1.1b --method "$m" --device cuda --dtype bfloat16 --steps "${STEPS:-6}" --warmup 2 --quiet
+        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/methods.jsonl"
       done ;;
     packed-parity)
       # issue 19: the parity case trained --packing on CUDA (fp32) against the reference's losses

@@ -17,12 +17,12 @@ public static class BenchCommand
     {
         distributed ??= DistributedSettings.None;
         var config = new Option<string>("--config") { Description = $"{string.Join(" | ", BenchModels.Names)} | a config.json file", DefaultValueFactory = _ => "tiny" };
-        var method = new Option<string>("--method") { Description = "mixlora | lora", DefaultValueFactory = _ => "mixlora" };
-        method.AcceptOnlyFromAmong("mixlora", "lora");
+        var method = new Option<string>("--method") { Description = string.Join(" | ", BenchModels.Methods), DefaultValueFactory = _ => "mixlora" };
+        method.AcceptOnlyFromAmong([.. BenchModels.Methods]);
         var seqLen = new Option<int?>("--seq-len") { Description = "tokens per row (default: tiny 128, small 256, others 512)" };
         var batch = new Option<int?>("--batch") { Description = "rows per step (default: tiny 4, small 4, tinyllama-1.1b 8, llama2-7b 4, file 1)" };
-        var experts = new Option<int>("--experts") { Description = "MixLoRA experts", DefaultValueFactory = _ => 8 };
-        var topK = new Option<int>("--top-k") { Description = "MixLoRA experts per token", DefaultValueFactory = _ => 2 };
+        var experts = new Option<int>("--experts") { Description = "experts (HydraLoRA: B heads)", DefaultValueFactory = _ => 8 };
+        var topK = new Option<int>("--top-k") { Description = "experts per token (mixlora, mola)", DefaultValueFactory = _ => 2 };
         var r = new Option<int>("--r") { Description = "LoRA rank (alpha = 2·r)", DefaultValueFactory = _ => 16 };
         var dropout = new Option<double>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05 };
         var dtype = new Option<string?>("--dtype") { Description = "bfloat16 | float16 | float32 (default: float32 on cpu, bfloat16 on cuda)" };

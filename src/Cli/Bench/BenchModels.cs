@@ -9,7 +9,7 @@ namespace MixLoRA.Cli.Bench;
 /// <summary>A named model shape for the bench, with the batch shape it is usually measured at.</summary>
 public sealed record BenchPreset(string Name, ModelConfig Model, int SeqLen, int Batch);
 
-/// <summary>The adapter the bench trains: method (mixlora | lora) and its sizes.</summary>
+/// <summary>The adapter the bench trains: method (<see cref="BenchModels.Methods"/>) and its sizes.</summary>
 public sealed record AdapterChoice(string Method, int R = 16, double Alpha = 32, int Experts = 8, int TopK = 2, double Dropout = 0.05);
 
 /// <summary>
@@ -20,6 +20,9 @@ public sealed record AdapterChoice(string Method, int R = 16, double Alpha = 32,
 public static class BenchModels
 {
     public static readonly IReadOnlyList<string> Names = ["tiny", "small", "tinyllama-1.1b", "llama2-7b", "qwen3-0.6b", "gemma3-1b"];
+
+    /// <summary>--method: MIXLORA's strategies mixlora (top-k) and mixlora-switch, LORA, LORAMOE, MOLA, HYDRALORA.</summary>
+    public static readonly IReadOnlyList<string> Methods = ["mixlora", "mixlora-switch", "lora", "loramoe", "mola", "hydralora"];
 
     /// <summary>A preset by name, or the model of a config.json file / HF model folder.</summary>
     public static BenchPreset Resolve(string nameOrFile) => nameOrFile switch
@@ -71,28 +74,28 @@ public static class BenchModels
             ["tie_word_embeddings"] = false,
         });
 
-    /// <summary>The adapter_config the bench trains, parsed (and so checked) like a user's file.</summary>
+    /// <summary>
+    /// The adapter_config the bench trains, parsed (and so checked) like a user's file: --experts experts (HydraLoRA: B
+    /// heads), --top-k for mixlora and mola; every other key at its MoE-PEFT default (mixlora-switch: expert_capacity 32).
+    /// </summary>
     public static AdapterConfig Adapter(AdapterChoice a)
     {
         var cfg = new Dictionary<string, object>
         {
             ["peft_type"] = a.Method switch
             {
-                "mixlora" => "MIXLORA",
-                "lora" => "LORA",
-                _ => throw Fail.User($"unknown --method '{a.Method}'", "use --method mixlora or --method lora"),
+                "mixlora" or "mixlora-switch" => "MIXLORA",
+                "lora" or "loramoe" or "mola" or "hydralora" => a.Method.ToUpperInvariant(),
+                _ => throw Fail.User($"unknown --method '{a.Method}'", $"use one of {string.Join(", ", Methods)}"),
             },
             ["r"] = a.R,
             ["lora_alpha"] = a.Alpha,
             ["lora_dropout"] = a.Dropout,
             ["target_modules"] = AdapterConfig.LlamaTargets.ToArray(),
         };
-        if (a.Method == "mixlora")
-        {
-            cfg["routing_strategy"] = "mixlora";
-            cfg["num_experts"] = a.Experts;
-            cfg["top_k"] = a.TopK;
-        }
+        if (a.Method != "lora") cfg["num_experts"] = a.Experts;
+        if (a.Method.StartsWith("mixlora", StringComparison.Ordinal)) cfg["routing_strategy"] = a.Method;
+        if (a.Method is "mixlora" or "mola") cfg["top_k"] = a.TopK;
         using var doc = JsonDocument.Parse(JsonSerializer.Serialize(cfg));
         return AdapterConfig.Parse(new JsonFields("(bench adapter: --r/--experts/--top-k)", doc.RootElement));
     }

@@ -126,7 +126,7 @@ public static class BenchRunner
         {
             Config = preset.Name, Method = o.Adapter.Method, Device = o.Device.ToString().ToLowerInvariant(), DType = shape.DType.Name(),
             SeqLen = shape.Seq, Batch = shape.Batch, R = adapter.R, LoraAlpha = adapter.LoraAlpha,
-            Experts = adapter.IsMixLora ? adapter.NumExperts : null, TopK = adapter.IsMixLora ? adapter.TopK : null, Dropout = adapter.LoraDropout,
+            Experts = adapter.NumExperts > 0 ? adapter.NumExperts : null, TopK = adapter.TopK > 0 ? adapter.TopK : null, Dropout = adapter.LoraDropout,
             GradientCheckpointing = o.GradientCheckpointing ? "on" : "off",
             WarmupSteps = o.Warmup, Steps = o.Steps, TokensPerStep = tokens, TokensPerS = tokensPerS,
             MsPerStepMedian = median, MsPerStepMean = mean, MsPerStepMin = sorted[0],

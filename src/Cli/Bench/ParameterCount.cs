@@ -6,8 +6,9 @@ namespace MixLoRA.Cli.Bench;
 
 /// <summary>
 /// Parameter counts of a compiled training graph. <see cref="Trainable"/>: every adapter tensor;
-/// <see cref="TrainableActive"/>: those a token uses (MixLoRA: attention LoRA, router, and top_k of the
-/// num_experts experts; LoRA: all); <see cref="Frozen"/>: every frozen weight; <see cref="FrozenMatmul"/>:
+/// <see cref="TrainableActive"/>: those a token uses (MixLoRA and MoLA: attention LoRA, routers, and top_k of the
+/// num_experts experts, mixlora-switch one; LoRA, LoRAMoE and HydraLoRA, which mix every expert or head: all);
+/// <see cref="Frozen"/>: every frozen weight; <see cref="FrozenMatmul"/>:
 /// the frozen weights a token multiplies with (the 2-D ones except the embedding table, which is a lookup,
 /// unless it is also the tied lm_head).
 /// </summary>
@@ -16,8 +17,9 @@ public sealed record ParameterCount(long Trainable, long TrainableActive, long F
     public static ParameterCount Of(CompiledGraph g, ModelConfig model, AdapterConfig adapter)
     {
         long trainable = 0, active = 0, frozen = 0, matmul = 0;
-        // mixlora-dynamic keeps every expert's slot (K = E) in the static graph
-        var expertShare = adapter.IsMixLora && adapter.TopK > 0 ? (double)adapter.TopK / adapter.NumExperts : 1.0;
+        // mixlora-dynamic keeps every expert's slot (K = E) in the static graph; LoRAMoE and HydraLoRA are dense
+        var sparse = (adapter.IsMixLora || adapter.PeftType == "MOLA") && adapter.TopK > 0;
+        var expertShare = sparse ? (double)adapter.TopK / adapter.NumExperts : 1.0;
         foreach (var t in g.Trainable)
         {
             trainable += t.Count;

@@ -32,9 +32,10 @@ public sealed record LoraSettings(int R, double LoraAlpha, double LoraDropout, b
 }
 
 /// <summary>
-/// An adapter's <c>adapter_config.json</c> in the reference (MixLoRA package) format:
-/// <c>peft_type</c> LORA or MIXLORA, the LoRA settings, the target projections and, for MIXLORA,
-/// the router (strategy, experts, top-k or top-p, aux loss) and optional <c>expert_lora</c> overrides.
+/// An adapter's <c>adapter_config.json</c> in the reference (MixLoRA package / MoE-PEFT) format:
+/// <c>peft_type</c> LORA, MIXLORA (strategies mixlora, mixlora-dynamic, mixlora-switch), LORAMOE, MOLA or
+/// HYDRALORA (ours), the LoRA settings, the target projections and each method's router keys
+/// (docs/methods.md). Parsing and its checks: AdapterConfigParse.cs.
 /// </summary>
 public sealed partial record AdapterConfig
 {
@@ -51,7 +52,9 @@ public sealed partial record AdapterConfig
 
     public static readonly ImmutableArray<string> FfnTargets = ["gate_proj", "up_proj", "down_proj", "gate_up_proj"];
 
-    public static readonly string[] KnownStrategies = ["mixlora", "mixlora-dynamic"];
+    public static readonly string[] KnownPeftTypes = ["LORA", "MIXLORA", "LORAMOE", "MOLA", "HYDRALORA"];
+
+    public static readonly string[] KnownStrategies = ["mixlora", "mixlora-dynamic", "mixlora-switch"];
 
     public static readonly string[] KnownActivations = ["silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu"];
 
@@ -73,9 +76,37 @@ public sealed partial record AdapterConfig
     /// <summary>The LoRA scale of the adapter's own (attention and plain) LoRA pairs.</summary>
     public double Scaling => Lora.Scaling;
 
+    /// <summary>MIXLORA (any routing strategy): the MoE block replaces the MLP.</summary>
     public bool IsMixLora => PeftType == "MIXLORA";
 
-    // ---- MIXLORA only ----
+    /// <summary>MIXLORA with Switch-Transformer routing (top-1, expert capacity, z-loss).</summary>
+    public bool IsSwitch => IsMixLora && RoutingStrategy == "mixlora-switch";
+
+    /// <summary>LORAMOE, MOLA or HYDRALORA: routed LoRA experts (or B heads) on targeted linears (<see cref="RoutesProjection"/>).</summary>
+    public bool IsRoutedLinear => PeftType is "LORAMOE" or "MOLA" or "HYDRALORA";
+
+    /// <summary>The prefix of the adapter's tensor keys, as MoE-PEFT writes them (LORA: PEFT's).</summary>
+    public string KeyPrefix => PeftType switch
+    {
+        "MIXLORA" => "mixlora",
+        "LORAMOE" => "loramoe",
+        "MOLA" => "mola",
+        "HYDRALORA" => "hydralora",
+        _ => "base_model.model.model",
+    };
+
+    /// <summary>
+    /// Whether a targeted projection carries routed experts: LORAMOE on the MLP's projections (attention targets get
+    /// plain LoRA, as MoE-PEFT does), MOLA and HYDRALORA on every target.
+    /// </summary>
+    public bool RoutesProjection(string module) => Targets(module) && PeftType switch
+    {
+        "LORAMOE" => FfnTargets.Contains(module),
+        "MOLA" or "HYDRALORA" => true,
+        _ => false,
+    };
+
+    // ---- MIXLORA, and the router keys LORAMOE, MOLA and HYDRALORA share ----
     public string? RoutingStrategy { get; init; }
     public int NumExperts { get; init; }
     public int TopK { get; init; }
@@ -89,6 +120,19 @@ public sealed partial record AdapterConfig
     public double JitterNoise { get; init; }
     public bool RouterLoss { get; init; } = true;
 
+    // ---- mixlora-switch ----
+    public int ExpertCapacity { get; init; }
+    public double RouterZLossCoef { get; init; }
+
+    /// <summary>Read and written back; MoE-PEFT parses it and never uses it, and neither do we.</summary>
+    public int? SparseStep { get; init; }
+    public double FfnDropout { get; init; }
+
+    // ---- MOLA ----
+
+    /// <summary>MoLA's <c>num_experts</c> given as a list (one entry per equal group of layers), else empty.</summary>
+    public ImmutableArray<int> ExpertsPerGroup { get; init; } = [];
+
     /// <summary>Settings of the expert LoRA pairs when <c>expert_lora</c> overrides them, else null.</summary>
     public LoraSettings? ExpertLora { get; init; }
 
@@ -96,6 +140,21 @@ public sealed partial record AdapterConfig
     public LoraSettings Experts => ExpertLora ?? Lora;
 
     public bool Targets(string projection) => TargetModules.Contains(projection);
+
+    /// <summary>
+    /// The experts of a layer: <see cref="NumExperts"/>, or for a MoLA list of G entries over L layers the entry of
+    /// layer l's group (l · G / L). <see cref="CheckLayers"/> has checked that G divides L.
+    /// </summary>
+    public int ExpertsAt(int layer, int numLayers) =>
+        ExpertsPerGroup.IsEmpty ? NumExperts : ExpertsPerGroup[(int)((long)layer * ExpertsPerGroup.Length / numLayers)];
+
+    /// <summary>Checks what depends on the model: a per-layer num_experts list must split its layers into equal groups.</summary>
+    public void CheckLayers(int numLayers)
+    {
+        if (ExpertsPerGroup.IsEmpty || numLayers % ExpertsPerGroup.Length == 0) return;
+        throw Fail.User($"adapter_config.json: key 'num_experts': a list of {ExpertsPerGroup.Length} entries for a model of {numLayers} layers",
+            $"give one entry per layer ({numLayers}) or per equal group of layers (a divisor of {numLayers})");
+    }
 
     public string ActivationFor(string modelHiddenAct) => ActFn ?? modelHiddenAct;
 
@@ -110,7 +169,7 @@ public sealed partial record AdapterConfig
         "layers_pattern", "rank_pattern", "alpha_pattern", "megatron_config", "megatron_core", "loftq_config", "layer_replication",
         "runtime_config", "eva_config", "exclude_modules", "lora_bias", "use_qalora", "qalora_group_size", "trainable_token_indices",
         "target_parameters", "corda_config", "ensure_weight_tying", "arrow_config", "alora_invocation_tokens", "peft_version", "dtype",
-        "lora_r", "router_z_loss_coef", "expert_capacity", "sparse_step",
+        "lora_r", "router_z_loss_coef", "expert_capacity", "sparse_step", "ffn_dropout",
     ];
 
     /// <summary>
@@ -135,74 +194,6 @@ public sealed partial record AdapterConfig
         var file = Directory.Exists(pathOrDir) ? Path.Combine(pathOrDir, FileName) : pathOrDir;
         if (!File.Exists(file)) throw Fail.User($"adapter config not found: {file}", $"pass an adapter folder holding {FileName}");
         return Parse(JsonFields.Load(file));
-    }
-
-    public static AdapterConfig Parse(JsonFields f)
-    {
-        var peft = f.Str("peft_type");
-        if (peft is not ("MIXLORA" or "LORA"))
-            throw f.Error("peft_type", $"unsupported peft_type '{peft}'", "use MIXLORA or LORA");
-        var targets = ReadTargets(f);
-        var cfg = new AdapterConfig
-        {
-            PeftType = peft,
-            Lora = LoraSettings.Read(f, null),
-            TargetModules = targets,
-            BaseModel = f.StrOpt("base_model_name_or_path"),
-            TaskType = f.StrOpt("task_type") ?? "CAUSAL_LM",
-        };
-        if (peft == "LORA")
-        {
-            foreach (var k in new[] { "routing_strategy", "num_experts", "top_k", "top_p", "expert_lora" })
-                if (f.Has(k)) throw f.Error(k, "only applies to peft_type MIXLORA", "remove it or set peft_type to MIXLORA");
-            return cfg;
-        }
-        return ReadMixLora(f, cfg);
-    }
-
-    private static AdapterConfig ReadMixLora(JsonFields f, AdapterConfig cfg)
-    {
-        var strategy = f.Str("routing_strategy");
-        if (!KnownStrategies.Contains(strategy))
-            throw f.Error("routing_strategy", $"unsupported routing strategy '{strategy}'", "use mixlora (top-k) or mixlora-dynamic (top-p)");
-        if (!cfg.TargetModules.Any(FfnTargets.Contains))
-            throw f.Error("target_modules", "MIXLORA needs at least one FFN projection for its experts", "add gate_proj, up_proj and/or down_proj (Phi-3: gate_up_proj and/or down_proj)");
-        var experts = f.Int("num_experts");
-        if (experts < 1) throw f.Error("num_experts", $"must be at least 1, got {experts}", "use e.g. 8");
-        var dynamic = strategy == "mixlora-dynamic";
-        if (dynamic && f.Has("top_k")) throw f.Error("top_k", "does not apply to mixlora-dynamic (it uses top_p)", "remove top_k or use routing_strategy mixlora");
-        if (!dynamic && (f.Has("top_p") || f.Has("temperature")))
-            throw f.Error(f.Has("top_p") ? "top_p" : "temperature", "only applies to mixlora-dynamic", "remove it or use routing_strategy mixlora-dynamic");
-        var topK = dynamic ? 0 : f.IntOpt("top_k") ?? 2;
-        if (!dynamic && (topK < 1 || topK > experts))
-            throw f.Error("top_k", $"must be in [1, num_experts = {experts}], got {topK}", "choose top_k ≤ num_experts");
-        var topP = dynamic ? f.DoubleOpt("top_p") ?? 0.8 : 0;
-        if (dynamic && !(topP > 0 && topP <= 1)) throw f.Error("top_p", $"must be in (0, 1], got {topP}", "use e.g. 0.8");
-        var temperature = dynamic ? f.DoubleOpt("temperature") ?? 0.0 : 0;
-        if (!(temperature >= 0)) throw f.Error("temperature", $"must be ≥ 0, got {temperature}", "use 0 for none");
-        var act = f.StrOpt("act_fn");
-        if (act != null && !KnownActivations.Contains(act))
-            throw f.Error("act_fn", $"unknown activation '{act}'", $"use one of {string.Join(", ", KnownActivations)} or omit it for the model's hidden_act");
-        return cfg with
-        {
-            RoutingStrategy = strategy,
-            NumExperts = experts,
-            TopK = topK,
-            TopP = topP,
-            Temperature = temperature,
-            ActFn = act,
-            RouterAuxLossCoef = NonNegative(f, "router_aux_loss_coef", 0.001),
-            RouterInitRange = NonNegative(f, "router_init_range", 0.02),
-            JitterNoise = NonNegative(f, "jitter_noise", 0.0),
-            RouterLoss = f.Bool("router_loss", true),
-            ExpertLora = f.ObjectOpt("expert_lora") is { } e ? LoraSettings.Read(e, cfg.Lora) : null,
-        };
-    }
-
-    private static double NonNegative(JsonFields f, string key, double dflt)
-    {
-        var v = f.DoubleOpt(key) ?? dflt;
-        return v >= 0 ? v : throw f.Error(key, $"must be ≥ 0, got {v}", $"use e.g. {dflt}");
     }
 
     private static ImmutableArray<string> ReadTargets(JsonFields f)

@@ -24,6 +24,7 @@ public sealed partial record AdapterConfig
             else w.WriteString("base_model_name_or_path", BaseModel);
             WriteLora(w, Lora, withTargets: true);
             if (IsMixLora) WriteMixLora(w);
+            if (IsRoutedLinear) WriteRoutedLinear(w);
             w.WriteBoolean("use_rslora", UseRsLora);
             w.WriteBoolean("use_dora", UseDora);
             if (LoraInit != "original") w.WriteString("lora_init", LoraInit);
@@ -61,8 +62,9 @@ public sealed partial record AdapterConfig
             w.WritePropertyName("temperature");
             w.WriteRawValue(PyFloat(Temperature));
         }
-        else w.WriteNumber("top_k", TopK);
+        else if (!IsSwitch) w.WriteNumber("top_k", TopK);
         if (ActFn != null) w.WriteString("act_fn", ActFn);
+        if (IsSwitch) WriteSwitch(w);
         foreach (var (k, v) in new[] { ("router_aux_loss_coef", RouterAuxLossCoef), ("router_init_range", RouterInitRange), ("jitter_noise", JitterNoise) })
         {
             w.WritePropertyName(k);
@@ -78,6 +80,40 @@ public sealed partial record AdapterConfig
             if (e.LoraInit != "original") w.WriteString("lora_init", e.LoraInit);
             w.WriteEndObject();
         }
+    }
+
+    /// <summary>mixlora-switch's keys (MoE-PEFT writes expert_capacity and sparse_step; the others too, so that they load back).</summary>
+    private void WriteSwitch(Utf8JsonWriter w)
+    {
+        w.WriteNumber("expert_capacity", ExpertCapacity);
+        if (SparseStep is { } step) w.WriteNumber("sparse_step", step);
+        else w.WriteNull("sparse_step");
+        w.WritePropertyName("router_z_loss_coef");
+        w.WriteRawValue(PyFloat(RouterZLossCoef));
+        w.WritePropertyName("ffn_dropout");
+        w.WriteRawValue(PyFloat(FfnDropout));
+    }
+
+    /// <summary>LORAMOE / MOLA / HYDRALORA: MoE-PEFT's routing_strategy and num_experts (a list as given), MoLA's top_k and loss keys, the router init.</summary>
+    private void WriteRoutedLinear(Utf8JsonWriter w)
+    {
+        w.WriteString("routing_strategy", RoutingStrategy);
+        if (ExpertsPerGroup.IsEmpty) w.WriteNumber("num_experts", NumExperts);
+        else
+        {
+            w.WriteStartArray("num_experts");
+            foreach (var n in ExpertsPerGroup) w.WriteNumberValue(n);
+            w.WriteEndArray();
+        }
+        if (PeftType == "MOLA")
+        {
+            w.WriteNumber("top_k", TopK);
+            w.WritePropertyName("router_aux_loss_coef");
+            w.WriteRawValue(PyFloat(RouterAuxLossCoef));
+            w.WriteBoolean("router_loss", RouterLoss);
+        }
+        w.WritePropertyName("router_init_range");
+        w.WriteRawValue(PyFloat(RouterInitRange));
     }
 
     /// <summary>A double spelled as Python's repr: 0.0, 0.01, 1e-05, 1e+16.</summary>

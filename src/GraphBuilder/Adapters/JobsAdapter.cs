@@ -48,19 +48,16 @@ public sealed class JobsAdapter(IReadOnlyList<AdapterGraph> jobs, int rowsPerJob
 
     public Value? Mlp(Builder b, MlpSite site, Value x)
     {
-        if (!jobs.Any(j => j.Config.IsMixLora)) return null;                                 // the decoder's dense MLP, with LinearDelta
         var t = TokensPerRow(x);
-        var outs = new Value[jobs.Count];
-        for (var j = 0; j < jobs.Count; j++)
+        var sites = Enumerable.Range(0, jobs.Count).Select(j => site with
         {
-            var sj = site with
-            {
-                TokenMask = Block(b, site.TokenMask, j, t),
-            };
-            var xj = Block(b, x, j, t);                                                       // (R·T, D)
-            outs[j] = jobs[j].Mlp(b, sj, xj) ?? DenseMlp(b, jobs[j], sj, xj);
-        }
-        return b.Concat(0, outs);                                                            // (N, D)
+            TokenMask = Block(b, site.TokenMask, j, t),                                       // (R·T) this job's real tokens
+            InputIds = site.InputIds is { } ids ? Block(b, ids, j) : null,                    // (R, T)
+        }).ToArray();
+        // every job sees its block's token mask (routed methods pool their losses over it); only MoE jobs use x
+        var moe = jobs.Select((job, j) => job.Mlp(b, sites[j], job.Config.IsMixLora ? Block(b, x, j, t) : x)).ToArray();
+        if (moe.All(y => y is null)) return null;                                              // the decoder's dense MLP, with LinearDelta
+        return b.Concat(0, moe.Select((y, j) => y ?? DenseMlp(b, jobs[j], sites[j], Block(b, x, j, t))).ToArray());   // (N, D)
     }
 
     /// <summary>act(gate) ⊙ up → down with the job's LoRA on each targeted projection (Phi-3: gate_up in one).</summary>

@@ -5,10 +5,11 @@ using MixLoRA.GraphBuilder.Ops;
 namespace MixLoRA.GraphBuilder.Adapters;
 
 /// <summary>
-/// How a trainable tensor starts when no adapter weights are given. DoraNorm: the row norms of
-/// W + s·B·A (see <see cref="DoraSource"/>), computed on the host from the model's weights.
+/// How a trainable tensor starts when no adapter weights are given. Uniform: U(±Std) (the routers of LoRAMoE,
+/// MoLA and HydraLoRA, kaiming_uniform with a = √router_init_range). DoraNorm: the row norms of W + s·B·A (see
+/// <see cref="DoraSource"/>), computed on the host from the model's weights.
 /// </summary>
-public enum Init { Zeros, KaimingUniform, Gaussian, DoraNorm }
+public enum Init { Zeros, KaimingUniform, Gaussian, DoraNorm, Uniform }
 
 /// <summary>Where a DoRA magnitude starts: ‖W + s·B·A‖ per output row, W the frozen weight's model key.</summary>
 public sealed record DoraSource(string WeightKey, string AKey, string BKey, double Scaling)
@@ -35,7 +36,7 @@ public sealed record DoraSource(string WeightKey, string AKey, string BKey, doub
 }
 
 /// <summary>
-/// A trainable tensor: reference key, torch [out, in] shape, initializer (std for Gaussian; Dora for DoraNorm).
+/// A trainable tensor: reference key, torch [out, in] shape, initializer (std for Gaussian, the bound for Uniform; Dora for DoraNorm).
 /// </summary>
 public sealed record TrainableTensor(string Key, long[] Shape, Init Init, double Std = 0, DoraSource? Dora = null)
 {
@@ -50,6 +51,9 @@ public sealed record TrainableTensor(string Key, long[] Shape, Init Init, double
             case Init.KaimingUniform:
                 var bound = 1.0 / Math.Sqrt(Shape[^1]);
                 for (var i = 0; i < v.Length; i++) v[i] = (float)(((2 * rng.NextDouble()) - 1) * bound);
+                break;
+            case Init.Uniform:
+                for (var i = 0; i < v.Length; i++) v[i] = (float)(((2 * rng.NextDouble()) - 1) * Std);
                 break;
             case Init.Gaussian:
                 for (var i = 0; i < v.Length; i++) v[i] = (float)(Std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));

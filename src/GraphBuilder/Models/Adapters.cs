@@ -11,8 +11,9 @@ public sealed record LinearSite(int Layer, string Module, string Key, long In, l
 
 /// <summary>
 /// The MLP block of one decoder layer as an adapter sees it: the frozen projections (without any adapter),
-/// the activation, which tokens are real (for losses that must ignore padding), and the frozen weights
-/// [out, in] by module (null where the caller has none: DoRA on MixLoRA experts needs them).
+/// the activation, which tokens are real (for losses that must ignore padding), the frozen weights
+/// [out, in] by module (null where the caller has none: DoRA on MixLoRA experts needs them) and the call's
+/// input ids (B, T), whose shape tells a router where each sequence starts (mixlora-switch's capacity).
 /// </summary>
 public sealed record MlpSite(
     int Layer,
@@ -24,7 +25,8 @@ public sealed record MlpSite(
     Value TokenMask,                             // (N) float 1 for real tokens, 0 for padding
     Func<string, Value>? Weight = null,          // module → frozen weight [out, in]
     string? ActName = null,                      // hidden_act by its HF name ("silu"), when known
-    bool FusedGateUp = false);                   // gate and up are one gate_up_proj [2F, D] (Phi-3)
+    bool FusedGateUp = false,                    // gate and up are one gate_up_proj [2F, D] (Phi-3)
+    Value? InputIds = null);                     // (B, T) int64, this call's ids
 
 /// <summary>
 /// Where adapters plug into the model without editing it: a delta on any named linear, and an optional

@@ -37,12 +37,21 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
     /// <summary>An adapter whose targets this model has: a target it lacks would silently train nothing.</summary>
     private static IAdapter Checked(ModelConfig cfg, IAdapter adapter)
     {
-        if (adapter is not Adapters.AdapterGraph { Config: var a }) return adapter;
+        IReadOnlyList<Adapters.AdapterGraph> graphs = adapter switch
+        {
+            Adapters.AdapterGraph g => [g],
+            Adapters.JobsAdapter jobs => jobs.Jobs,
+            _ => [],
+        };
         var has = cfg.FusedProjections ? Adapters.AdapterConfig.FusedTargets : Adapters.AdapterConfig.LlamaTargets;
-        var missing = a.TargetModules.Where(t => !has.Contains(t)).ToArray();
-        return missing.Length == 0 ? adapter
-            : throw Fail.User($"adapter target_modules {Fail.Show(missing)} are not projections of a {cfg.ModelType} model",
-                $"target {string.Join(", ", has)}");
+        foreach (var graph in graphs)
+        {
+            graph.ForModel(cfg.NumLayers);
+            var missing = graph.Config.TargetModules.Where(t => !has.Contains(t)).ToArray();
+            if (missing.Length > 0)
+                throw Fail.User($"adapter target_modules {Fail.Show(missing)} are not projections of a {cfg.ModelType} model", $"target {string.Join(", ", has)}");
+        }
+        return adapter;
     }
 
     public DecoderOutputs Build(Builder b, DecoderInputs io, DType compute)
@@ -191,7 +200,7 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
             var fusedSite = new MlpSite(l, $"model.layers.{l}.mlp", d, f,
                 (module, x) => Frozen(b, l, "mlp", module, x, module == "down_proj" ? d : 2 * f, cfg.MlpBias),
                 x => b.Act(cfg.HiddenAct, x), tokenMask,
-                module => weights.Get(b, $"model.layers.{l}.mlp.{module}.weight", module == "down_proj" ? [d, f] : [2 * f, d]), cfg.HiddenAct, FusedGateUp: true);
+                module => weights.Get(b, $"model.layers.{l}.mlp.{module}.weight", module == "down_proj" ? [d, f] : [2 * f, d]), cfg.HiddenAct, FusedGateUp: true, InputIds: _ids);
             if (_adapter.Mlp(b, fusedSite, h) is { } moe) return moe;
             var gu = b.Split(Proj(b, l, "mlp", "gate_up_proj", h, 2 * f, cfg.MlpBias), -1, f, f);                  // (N, F) each
             return Proj(b, l, "mlp", "down_proj", b.Mul(b.Act(cfg.HiddenAct, gu[0]), gu[1]), d, cfg.MlpBias);
@@ -199,7 +208,7 @@ public sealed class Decoder(ModelConfig cfg, IWeightSource weights, IAdapter? ad
         var site = new MlpSite(l, $"model.layers.{l}.mlp", d, f,
             (module, x) => Frozen(b, l, "mlp", module, x, module == "down_proj" ? d : f, cfg.MlpBias),
             x => b.Act(cfg.HiddenAct, x), tokenMask,
-            module => weights.Get(b, $"model.layers.{l}.mlp.{module}.weight", module == "down_proj" ? [d, f] : [f, d]), cfg.HiddenAct);
+            module => weights.Get(b, $"model.layers.{l}.mlp.{module}.weight", module == "down_proj" ? [d, f] : [f, d]), cfg.HiddenAct, InputIds: _ids);
         if (_adapter.Mlp(b, site, h) is { } replaced) return replaced;
         var gate = Proj(b, l, "mlp", "gate_proj", h, f, cfg.MlpBias);
         var up = Proj(b, l, "mlp", "up_proj", h, f, cfg.MlpBias);

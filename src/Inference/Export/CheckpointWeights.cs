@@ -55,8 +55,9 @@ public sealed class CheckpointWeights(SafetensorsModel model, DType dtype, Atten
 
 /// <summary>
 /// Attention LoRA folded into the base weights: W' = W + s·B·A for each targeted q/k/v/o projection, computed on
-/// the host in fp32 from the adapter's keys (MIXLORA <c>mixlora.layers.{l}.self_attn.{m}.lora_{A,B}.weight</c>,
-/// LORA the PEFT keys <c>base_model.model.model.layers.{l}.self_attn.{m}...</c>).
+/// the host in fp32 from the adapter's keys (MIXLORA <c>mixlora.layers.{l}.self_attn.{m}.lora_{A,B}.weight</c>, LORAMOE
+/// <c>loramoe.layers…</c>, LORA the PEFT keys <c>base_model.model.model.layers.{l}.self_attn.{m}...</c>; MOLA and HYDRALORA
+/// route their attention projections, which do not fold).
 /// </summary>
 public sealed class AttentionMerge(AdapterWeights weights, AdapterConfig cfg, string source)
 {
@@ -64,7 +65,7 @@ public sealed class AttentionMerge(AdapterWeights weights, AdapterConfig cfg, st
 
     /// <summary>The key of a LoRA matrix of an attention projection, as <see cref="AdapterGraph"/> names it.</summary>
     public static string LoraKey(AdapterConfig cfg, int layer, string module, char ab) =>
-        (cfg.IsMixLora ? $"mixlora.layers.{layer}.self_attn.{module}" : $"base_model.model.model.layers.{layer}.self_attn.{module}") + $".lora_{ab}.weight";
+        $"{cfg.KeyPrefix}.layers.{layer}.self_attn.{module}.lora_{ab}.weight";
 
     /// <summary>For <c>model.layers.{l}.self_attn.{m}.weight</c> of a merged module: W ↦ W + s·B·A (in place), else null.</summary>
     public Func<float[], float[]>? DeltaFor(string baseKey)

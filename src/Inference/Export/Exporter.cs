@@ -77,8 +77,11 @@ public static class Exporter
                 // merging W + s·B·A would silently drop DoRA's per-row magnitude scaling
                 Fail.If(adapterCfg.UseDora, $"--merge-attention-lora with a DoRA adapter ({o.AdapterDir} has \"use_dora\": true)",
                     "export without --merge-attention-lora; the graph then applies the DoRA magnitudes");
+                Fail.If(adapterCfg.PeftType is "MOLA" or "HYDRALORA" && adapterCfg.TargetModules.Any(AttentionMerge.AttentionModules.Contains),
+                    $"--merge-attention-lora with a {adapterCfg.PeftType} adapter ({o.AdapterDir}): its attention projections carry routed experts, which do not fold into one weight",
+                    "export without --merge-attention-lora");
                 merge = new AttentionMerge(weights, adapterCfg, source);
-                adapter = new WithoutAttentionLora(adapter);
+                adapter = new WithoutAttentionLora(adapter is AdapterGraph inner ? inner.ForModel(cfg.NumLayers) : adapter);
             }
         }
         Action<Builder>? routerOutputs = o.RouterOutputs && adapter is AdapterGraph ag ? b => AddRouterOutputs(b, ag) : null;

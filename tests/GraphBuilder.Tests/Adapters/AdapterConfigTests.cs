@@ -115,7 +115,7 @@ public sealed class AdapterConfigTests
         StringAssert.Contains(Error(With("r", 0), "r"), "at least 1");
         StringAssert.Contains(Error(With("top_k", 9), "top_k"), "num_experts = 8");
         Error(With("lora_dropout", 1.0), "lora_dropout");
-        StringAssert.Contains(Error(With("routing_strategy", "mixlora-switch"), "routing_strategy"), "mixlora-switch");
+        StringAssert.Contains(Error(With("routing_strategy", "mixlora-top2"), "routing_strategy"), "mixlora-switch (top-1 with capacity)");
         StringAssert.Contains(Error(With("target_modules", new JsonArray("q_proj", "dense")), "target_modules"), "dense");
         Error(With("target_modules", "q_proj"), "target_modules");
         Error(With("target_modules", new JsonArray("q_proj")), "target_modules");

@@ -8,8 +8,9 @@ namespace MixLoRA.Trainer.Tests.Jobs;
 
 /// <summary>
 /// Issue 21: several adapters trained at once over one frozen base give each job what training it alone gives. On the
-/// CPU in fp32, three jobs — MixLoRA top-k, MixLoRA top-p (mixlora-dynamic) and LoRA with another r, lr, schedule and
-/// batch size, each on its own data — are trained from one jobs file and one graph, and each against its solo run
+/// CPU in fp32, five jobs — MixLoRA top-k, MixLoRA top-p (mixlora-dynamic), LoRA with another r, lr, schedule and
+/// batch size, mixlora-switch (capacity per sequence, so tokens are dropped) and MoLA with per-group experts and its
+/// router loss, each on its own data — are trained from one jobs file and one graph, and each against its solo run
 /// (build-graph --adapter + train with the same settings): per-step losses within 1e-5 relative, final adapters within
 /// 1e-5 relative L2, the same files. A job with broken data stops with its own error; the others finish.
 /// </summary>
@@ -22,6 +23,10 @@ public sealed class JobsTrainingTests
             ["num_experts"] = 4, ["top_k"] = 2, ["router_aux_loss_coef"] = 0.01, ["target_modules"] = Targets("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj") },
         "topp" => new() { ["peft_type"] = "MIXLORA", ["r"] = 2, ["lora_alpha"] = 4, ["lora_dropout"] = 0.0, ["routing_strategy"] = "mixlora-dynamic",
             ["num_experts"] = 3, ["top_p"] = 0.6, ["temperature"] = 0.0, ["router_aux_loss_coef"] = 0.02, ["target_modules"] = Targets("k_proj", "o_proj", "gate_proj", "up_proj", "down_proj") },
+        "switch" => new() { ["peft_type"] = "MIXLORA", ["r"] = 4, ["lora_alpha"] = 8, ["lora_dropout"] = 0.0, ["routing_strategy"] = "mixlora-switch",
+            ["num_experts"] = 4, ["expert_capacity"] = 3, ["jitter_noise"] = 0.0, ["router_aux_loss_coef"] = 0.01, ["target_modules"] = Targets("gate_proj", "up_proj", "down_proj") },
+        "mola" => new() { ["peft_type"] = "MOLA", ["r"] = 4, ["lora_alpha"] = 8, ["lora_dropout"] = 0.0, ["num_experts"] = new JsonArray(3, 2), ["top_k"] = 2,
+            ["router_loss"] = true, ["router_aux_loss_coef"] = 0.01, ["target_modules"] = Targets("q_proj", "v_proj", "up_proj", "down_proj") },
         _ => new() { ["peft_type"] = "LORA", ["task_type"] = "CAUSAL_LM", ["r"] = 8, ["lora_alpha"] = 16, ["lora_dropout"] = 0.0,
             ["target_modules"] = Targets("q_proj", "k_proj", "v_proj", "o_proj", "down_proj") },
     };
@@ -34,6 +39,8 @@ public sealed class JobsTrainingTests
         ("top-k", "topk", [0, 1, 2, 3, 4, 5], 4, 0.01, "constant", 4),
         ("top-p", "topp", [5, 3, 1], 2, 0.02, "cosine", 5),
         ("lora", "lora", [2, 4, 0, 1], 2, 0.005, "linear", 3),
+        ("switch", "switch", [1, 2, 3, 4], 4, 0.01, "constant", 2),
+        ("mola", "mola", [0, 2, 4], 2, 0.01, "constant", 3),
     ];
 
     [TestMethod]

@@ -11,7 +11,7 @@ namespace MixLoRA.GraphBuilder.Ops;
 /// </code>
 /// X is (N, in), shared by a token's K slots, or (N, K, in), one row per slot; A and B are the experts' stacked
 /// LoRA A (E·R, in) and B (out, E·R). It costs N·K·R·(in + out) multiply-adds where the masked formulation
-/// (<see cref="Adapters.MoeBlock"/>'s rank-space mask times all of B) costs N·K·E·R·out: on CPU shapes, where the
+/// (<see cref="Adapters.ExpertLoras"/>'s rank-space mask times all of B) costs N·K·E·R·out: on CPU shapes, where the
 /// experts' rank E·R is near the hidden size, that GEMM was most of the MixLoRA step.
 /// </summary>
 public static class SlotLoraOps
