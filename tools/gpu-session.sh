@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session on the device machine (after ../shared/device/stage.sh pieces are in place):
 # smoke checks, CUDA parity training (fp32/bf16), then benchmarks. Results go to $OUT (log.txt,
-# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|lengths|packed-parity|jobs|methods|ortchecks|strict|probe|ncu]...
+# bench.jsonl, metrics-*.jsonl, probe.txt, ncu.txt). usage: bash tools/gpu-session.sh [smoke|kernels|parity|bench|graph|lengths|packed-parity|jobs|methods|ortchecks|strict|probe|ncu|nccl]...
 set -uo pipefail
 source /root/mixlora/env.sh
 APP=${APP_DIR:-$APP}   # APP_DIR: another published build staged beside the app piece; TAG names its result files
@@ -119,6 +119,42 @@ PY
       run $T build-graph --model .dev/parity/model --adapter .dev/parity/adapter_init --out /tmp/a-pk --seq-len 64 --micro-batch-size 2 --dtype float32 --device cuda &&
       run $T train --artifacts /tmp/a-pk --data .dev/parity/data.jsonl --out /tmp/r-pk --batch-size 2 --steps 3 --lr 0.01 --weight-decay 0.01 --no-shuffle --device cuda --quiet --packing
       cp /tmp/r-pk/metrics.jsonl "$OUT/metrics-packed-float32.jsonl" 2>/dev/null ;;
+    nccl)
+      # issue 23: data parallelism through NCCL. The device machines need NVLink multicast off: the launcher (this
+      # script) sets NCCL_NVLS_ENABLE=0 unless it is set; the trainer passes NCCL's variables through untouched.
+      export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+      log "NCCL collective check (one rank)"; run $T doctor --device cuda --collective
+      run $T build-graph --model .dev/parity/model --adapter .dev/parity/adapter_init --out /tmp/a-dp --seq-len 64 --micro-batch-size 1 --dtype float32 --device cuda
+      TR="train --artifacts /tmp/a-dp --data .dev/parity/data.jsonl --batch-size 4 --steps 3 --lr 0.01 --weight-decay 0.01 --no-shuffle --device cuda --quiet --overwrite"
+      log "parity fp32, plain"; run $T $TR --out /tmp/r-dp-plain
+      log "parity fp32, --nproc 1 (NCCL, one rank): must equal the plain run bit for bit"; run $T $TR --out /tmp/r-dp-1 --nproc 1
+      gpus=$(nvidia-smi -L | grep -c '^GPU')
+      [ "$gpus" -ge 2 ] && { log "parity fp32, --nproc 2 (micro-batches 0,2 / 1,3)"; run $T $TR --out /tmp/r-dp-2 --nproc 2; }
+      if [ "$gpus" -ge 2 ]; then
+        log "bench ${DP_CASE:-tinyllama-1.1b mixlora} --nproc $gpus"; set -- ${DP_CASE:-tinyllama-1.1b mixlora}
+        LIMIT=480 run $T bench --config "$1" --method "$2" --device cuda --dtype bfloat16 --steps "${STEPS:-8}" --warmup 3 --nproc "$gpus" --quiet
+        grep '^{' "$OUT/log.txt" | tail -1 >> "$OUT/bench-dp.jsonl"
+      fi
+      for r in plain 1 2; do cp /tmp/r-dp-$r/metrics.jsonl "$OUT/metrics-dp-$r.jsonl" 2>/dev/null; done
+      python3 - /tmp/r-dp-plain /tmp/r-dp-1 /tmp/r-dp-2 <<'PY' | tee -a "$OUT/log.txt"
+import json, os, sys
+import numpy as np
+from safetensors.numpy import load_file
+def run(d):
+    if not os.path.exists(f"{d}/adapter/adapter_model.safetensors"): return None
+    m = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if '"lm_loss"' in l]
+    return m, load_file(f"{d}/adapter/adapter_model.safetensors")
+base = run(sys.argv[1])
+for d in sys.argv[2:]:
+    r = run(d)
+    if base is None or r is None: print(f"nccl parity {d}: missing run"); continue
+    loss = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-30) for a, b in zip(base[0], r[0]) for k in ("lm_loss", "aux_loss", "loss", "grad_norm"))
+    num = sum(float(((base[1][k].astype(np.float64) - r[1][k]) ** 2).sum()) for k in base[1])
+    den = sum(float((base[1][k].astype(np.float64) ** 2).sum()) for k in base[1])
+    same = all(np.array_equal(base[1][k].view(np.uint32), r[1][k].view(np.uint32)) for k in base[1])
+    print(f"nccl parity {d}: steps {len(r[0])}/{len(base[0])}, max relative loss/grad-norm difference {loss:.3g}, adapter relative L2 {np.sqrt(num / den):.3g}, bitwise {'equal' if same else 'different'}")
+PY
+      ;;
     ortchecks) log "ORT 1.29 CUDA failure patterns on this ORT"; run $T doctor --device cuda --ort-checks; grep -a '^ort-check' "$OUT/log.txt" | tail -6 > "$OUT/ortchecks.txt" ;;
     strict)
       # strict placement (session.disable_cpu_ep_fallback) on a real grad step: does ORT still place nodes on the CPU?

@@ -2,6 +2,7 @@ using MixLoRA.Cli.Bench;
 using MixLoRA.Cli.Demo;
 using MixLoRA.Cli.Diagnostics;
 using MixLoRA.Runtime;
+using MixLoRA.Runtime.Collectives;
 using MixLoRA.Text.Tokenization;
 
 namespace MixLoRA.Cli;
@@ -16,6 +17,9 @@ public sealed record CommandServices(Func<string, ITokenizer> LoadTokenizer)
 {
     /// <summary>The MIXLORA_* settings (<see cref="RuntimeSettings.FromEnvironment"/> in the executable).</summary>
     public RuntimeSettings Settings { get; init; } = RuntimeSettings.Default;
+
+    /// <summary>The data-parallel launcher's variables (RANK, WORLD_SIZE, …; <see cref="DistributedSettings.FromEnvironment"/> in the executable).</summary>
+    public DistributedSettings Distributed { get; init; } = DistributedSettings.None;
 
     /// <summary>The real wiring: <see cref="HfTokenizer"/> from a folder or a file.</summary>
     public static CommandServices Default { get; } = new(p => Directory.Exists(p) ? HfTokenizer.FromDirectory(p) : HfTokenizer.Load(p));
@@ -54,10 +58,10 @@ public static class Commands
     {
         ["data"] = a => DataCommand.Run(a, services.LoadTokenizer),
         ["build-graph"] = BuildGraphCommand.Run,
-        ["train"] = a => TrainCommand.Run(a, services.Settings, demo: d => DemoCommand.Run(d, services.Settings)),
+        ["train"] = a => TrainCommand.Run(a, services.Settings, demo: d => DemoCommand.Run(d, services.Settings), services.Distributed),
         ["doctor"] = a => DoctorCommand.Run(a, services.Settings),
         ["score"] = a => ScoreCommand.Run(a, services.Settings),
-        ["bench"] = a => BenchCommand.Run(a, services.Settings),
+        ["bench"] = a => BenchCommand.Run(a, services.Settings, services.Distributed),
         ["export"] = ExportCommand.Run,
         ["generate"] = a => GenerateCommand.Run(a, services.LoadTokenizer, services.Settings),
         ["eval"] = a => EvalCommand.Run(a, services.LoadTokenizer, services.Settings),

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using MixLoRA.Runtime;
+using MixLoRA.Runtime.Collectives;
 using MixLoRA.Text.Data;
 using MixLoRA.Trainer.Training;
 
@@ -12,8 +13,10 @@ public static class TrainCommand
     /// Runs with the arguments after `train` and the start-up <paramref name="settings"/>; without --artifacts (and
     /// without --help) it runs <paramref name="demo"/> instead when one is given (<see cref="Commands"/> passes the embedded demo).
     /// </summary>
-    public static int Run(string[] args, RuntimeSettings settings, Func<string[], int>? demo = null)
+    /// <param name="distributed">the launcher's variables read at start-up (RANK, WORLD_SIZE, …): this process is one rank of a data-parallel run.</param>
+    public static int Run(string[] args, RuntimeSettings settings, Func<string[], int>? demo = null, DistributedSettings? distributed = null)
     {
+        distributed ??= DistributedSettings.None;
         if (demo != null && !args.Contains("--artifacts") && !args.Contains("--help") && !args.Contains("-h")) return demo(args);
         var artifacts = new Option<string>("--artifacts") { Description = "artifacts folder from mixlora-build-graph", Required = true };
         var data = new Option<string[]>("--data") { Description = "training data (JSONL/JSON; TASK:FILE); repeat to mix (required without --jobs)", Arity = ArgumentArity.OneOrMore };
@@ -44,16 +47,20 @@ public static class TrainCommand
         var evalSteps = new Option<int>("--eval-steps") { DefaultValueFactory = _ => 0, Description = "evaluate every N steps (and at the end)" };
         var quiet = new Option<bool>("--quiet") { Description = "no progress output" };
         var cudaGraph = CliHost.CudaGraphOption();
+        var nproc = new Option<int?>("--nproc") { Description = "data parallel on this host: run N processes (ranks), each on cuda:RANK with --device cuda or on the CPU; without it, RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT (torchrun's) make this process one rank" };
+        var rendezvous = new Option<double>("--rendezvous-timeout") { DefaultValueFactory = _ => 300, Description = "seconds the ranks of a data-parallel run wait for each other at start-up" };
         var saveBin = new Option<bool>("--save-bin") { Description = "also write OUT/adapter/adapter_model.bin (the reference's torch format)" };
         var command = new RootCommand("mixlora-train: train a MixLoRA / LoRA adapter (without --artifacts: the embedded demo on a generated tiny model)")
         {
             artifacts, data, output, batch, micro, steps, epochs, lr, wd, sched, warmup, clip, noShuffle, group, packing, jobs, seed, device, save, resume,
-            tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin, cudaGraph, overwrite,
+            tokenizer, cutoff, inputs, template, evalData, evalSteps, quiet, saveBin, cudaGraph, overwrite, nproc, rendezvous,
         };
         command.SetAction(p =>
         {
+            if (p.GetValue(nproc) is { } n) return Launch(n, args, distributed, p.GetValue(jobs) != null);
             if (p.GetValue(jobs) is { } file)
             {
+                GraphBuilder.Fail.If(distributed.Present, "--jobs in a data-parallel group (WORLD_SIZE is set)", "train several adapters in one process: unset WORLD_SIZE, or train one adapter per data-parallel run");
                 var jo = new Trainer.Jobs.JobsOptions(p.GetValue(artifacts)!, file, OrtRuntime.ParseDevice(p.GetValue(device)!), p.GetValue(quiet), p.GetValue(resume), p.GetValue(overwrite)) { Runtime = settings };
                 return Trainer.Jobs.JobsLoop.Run(jo).Any(j => j.Error != null) ? 1 : 0;
             }
@@ -68,10 +75,21 @@ public static class TrainCommand
                 Tokenizer = p.GetValue(tokenizer), CutoffLen = p.GetValue(cutoff), TrainOnInputs = p.GetValue(inputs), Template = p.GetValue(template)!,
                 EvalData = (p.GetValue(evalData) ?? []).Select(DataSource.Parse).ToArray(), EvalSteps = p.GetValue(evalSteps), Quiet = p.GetValue(quiet),
                 SaveBin = p.GetValue(saveBin), CudaGraph = p.GetValue(cudaGraph), Overwrite = p.GetValue(overwrite), HandleSignals = true,
+                Ranks = distributed.Resolve(), RendezvousTimeout = TimeSpan.FromSeconds(p.GetValue(rendezvous)),
             };
             var summary = TrainLoop.Run(o);
             return summary.StoppedBySignal == 0 ? 0 : 128 + summary.StoppedBySignal;           // the shell's code for a signal
         });
         return CliHost.Invoke(command, args);
+    }
+
+    /// <summary>`--nproc N`: the ranks as child processes of this command (<see cref="Distributed.NprocLauncher"/>).</summary>
+    private static int Launch(int n, string[] args, DistributedSettings distributed, bool jobs)
+    {
+        GraphBuilder.Fail.If(n < 1, $"--nproc {n} must be positive", "use --nproc 1 or more (one per GPU with --device cuda)");
+        GraphBuilder.Fail.If(distributed.Present, $"--nproc in a process a launcher started as one rank (WORLD_SIZE={distributed.WorldSize})",
+            "drop --nproc: the launcher starts the ranks (torchrun --nproc-per-node N), or start mixlora-train --nproc N without those variables");
+        GraphBuilder.Fail.If(jobs, "--nproc with --jobs", "train several adapters in one process (--jobs), or one adapter over several processes (--nproc)");
+        return Distributed.NprocLauncher.Run("train", n, Distributed.NprocLauncher.Without(args, "--nproc"), Console.Out, Console.Error);
     }
 }

@@ -111,7 +111,7 @@ public sealed class OrtRuntime
                 }
                 using var o = new OrtRuntime(Device.Cuda, settings).Options();
                 var session = new InferenceSession(AllocatorGraph.Value, o);
-                using var info = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default);
+                using var info = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, settings.CudaDevice, OrtMemType.Default);
                 return _cuda = new CudaSetup(session, new OrtAllocator(session, info));
             }
             catch (OnnxRuntimeException e)
@@ -151,13 +151,17 @@ public sealed class OrtRuntime
             "ONNX Runtime's Dropout would replay one mask every step: use lora_dropout 0 with --cuda-graph, or drop --cuda-graph");
     }
 
-    /// <summary>The CUDA provider options: <see cref="RuntimeSettings.CudaOptions"/> when set (for diagnosis), else the trainer's.</summary>
+    /// <summary>
+    /// The CUDA provider options: <see cref="RuntimeSettings.CudaOptions"/> when set (for diagnosis), else the trainer's;
+    /// device_id is <see cref="RuntimeSettings.CudaDevice"/> unless the set options name one.
+    /// </summary>
     private Dictionary<string, string> ProviderOptions()
     {
-        if (Settings.CudaOptions is { } set) return new(set);
         // grow the arena by what is requested, not by powers of two; no TF32 (float32 graphs must compute
         // in float32: parity runs on the GPU drifted by 4e-4 with TF32 matmuls)
-        return new() { ["arena_extend_strategy"] = "kSameAsRequested", ["use_tf32"] = "0" };
+        var o = Settings.CudaOptions is { } set ? new Dictionary<string, string>(set) : new() { ["arena_extend_strategy"] = "kSameAsRequested", ["use_tf32"] = "0" };
+        o.TryAdd("device_id", Settings.CudaDevice.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        return o;
     }
 
     /// <summary>Session options with this runtime's provider; the caller may adjust them before use.</summary>

@@ -32,6 +32,12 @@ public sealed record RuntimeSettings
     /// <summary>MIXLORA_MEM_PATTERN=1: CUDA sessions use ORT's memory patterns (off by default, see OrtRuntime.Options).</summary>
     public bool MemoryPattern { get; init; }
 
+    /// <summary>
+    /// The GPU this process computes on (cuda:N, the CUDA provider's device_id): a data-parallel rank's LOCAL_RANK, else 0.
+    /// Not an environment variable of its own: the trainer sets it from <see cref="Collectives.DistributedSettings"/>.
+    /// </summary>
+    public int CudaDevice { get; init; }
+
     /// <summary>MIXLORA_DEBUG=1: ONNX Runtime failures print their stack trace instead of one line.</summary>
     public bool Debug { get; init; }
 

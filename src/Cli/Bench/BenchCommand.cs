@@ -3,6 +3,7 @@ using MixLoRA.Cli.Bench;
 using MixLoRA.GraphBuilder.IR;
 using MixLoRA.GraphBuilder.Ops;
 using MixLoRA.Runtime;
+using MixLoRA.Runtime.Collectives;
 
 namespace MixLoRA.Cli.Bench;
 
@@ -12,8 +13,9 @@ namespace MixLoRA.Cli.Bench;
 /// </summary>
 public static class BenchCommand
 {
-    public static int Run(string[] args, RuntimeSettings settings)
+    public static int Run(string[] args, RuntimeSettings settings, DistributedSettings? distributed = null)
     {
+        distributed ??= DistributedSettings.None;
         var config = new Option<string>("--config") { Description = $"{string.Join(" | ", BenchModels.Names)} | a config.json file", DefaultValueFactory = _ => "tiny" };
         var method = new Option<string>("--method") { Description = string.Join(" | ", BenchModels.Methods), DefaultValueFactory = _ => "mixlora" };
         method.AcceptOnlyFromAmong([.. BenchModels.Methods]);
@@ -35,12 +37,20 @@ public static class BenchCommand
         var quiet = new Option<bool>("--quiet") { Description = "no progress on stderr" };
         var jobsN = new Option<int?>("--jobs") { Description = "train N copies of the adapter at once over one base (--batch rows each): aggregate and per-job tokens/s" };
         var lengths = new Option<string?>("--lengths") { Description = "also time real-length records padded and packed: alpaca | arc | a JSONL file (input_ids or length per line)" };
+        var nproc = new Option<int?>("--nproc") { Description = "data parallel on this host: N ranks (cuda:0…N−1), --batch rows each a step; tokens/s of the group and scaling efficiency" };
+        var rendezvous = new Option<double>("--rendezvous-timeout") { DefaultValueFactory = _ => 300, Description = "seconds the ranks wait for each other at start-up" };
         var command = new RootCommand("mixlora-bench: training throughput on random weights of a model shape")
         {
-            config, method, seqLen, batch, experts, topK, r, dropout, dtype, device, checkpointing, noFused, cudaGraph, steps, warmup, peak, profile, quiet, lengths, jobsN,
+            config, method, seqLen, batch, experts, topK, r, dropout, dtype, device, checkpointing, noFused, cudaGraph, steps, warmup, peak, profile, quiet, lengths, jobsN, nproc, rendezvous,
         };
         command.SetAction(p =>
         {
+            if (p.GetValue(nproc) is { } n)
+            {
+                GraphBuilder.Fail.If(n < 1 || distributed.Present || p.GetValue(jobsN) != null, $"--nproc {n} with --jobs, in a launcher's rank (WORLD_SIZE set), or below 1",
+                    "use --nproc 1 or more on its own");
+                return Distributed.NprocLauncher.Run("bench", n, Distributed.NprocLauncher.Without(args, "--nproc"), Console.Out, Console.Error);
+            }
             var o = new BenchOptions
             {
                 Config = p.GetValue(config)!,
@@ -54,8 +64,10 @@ public static class BenchCommand
                 Lengths = p.GetValue(lengths) is { } l ? LengthDistribution.Parse(l) : null,
             };
             var progress = p.GetValue(quiet) ? TextWriter.Null : Console.Error;
-            var result = p.GetValue(jobsN) is { } n ? JobsBench.Run(o, n, progress) : BenchRunner.Run(o, progress);
-            Console.WriteLine(result.ToJson());
+            var me = distributed.Resolve();
+            var result = me != null ? DataParallelBench.Run(o, me, TimeSpan.FromSeconds(p.GetValue(rendezvous)), me.Rank == 0 ? progress : TextWriter.Null)
+                : p.GetValue(jobsN) is { } jobs ? JobsBench.Run(o, jobs, progress) : BenchRunner.Run(o, progress);
+            if (me is not { Rank: > 0 }) Console.WriteLine(result.ToJson());                // rank 0 prints the group's line
             return 0;
         });
         return command.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

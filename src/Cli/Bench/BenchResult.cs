@@ -87,6 +87,17 @@ public sealed record BenchResult
     [JsonRound(1)]
     public double? PerJobTokensPerS { get; init; }
 
+    /// <summary>--nproc N: ranks of a data-parallel step (batch then counts every rank's rows; tokens/s is the group's); null for one process.</summary>
+    public int? WorldSize { get; init; }
+
+    /// <summary>--nproc: tokens/s of one rank stepping alone (all ranks at once, averaged).</summary>
+    [JsonRound(1)]
+    public double? SoloTokensPerS { get; init; }
+
+    /// <summary>--nproc: tokens_per_s / (world_size · solo_tokens_per_s).</summary>
+    [JsonRound(4)]
+    public double? ScalingEfficiency { get; init; }
+
     /// <summary>The serializer options of <see cref="ToJson"/>: snake_case keys, rounding, one line.</summary>
     public static JsonSerializerOptions JsonOptions { get; } = new()
     {

@@ -26,7 +26,8 @@ public static class DoctorCommand
         var kernels = new Option<bool>("--kernels") { Description = "check the fused kernels on the device against the CPU kernel (exit 1 on a mismatch)" };
         var ortChecks = new Option<bool>("--ort-checks") { Description = "rerun the patterns that failed on ORT 1.29's CUDA provider, each in its own process (exit 1 if any fails)" };
         var ortCheck = new Option<string?>("--ort-check") { Description = "run one of the --ort-checks in this process", Hidden = true };
-        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke, graphs, perNode, prefix, kernels, ortChecks, ortCheck };
+        var collective = new Option<bool>("--collective", "--nccl") { Description = "check the data-parallel collective in a group of one rank: NCCL on cuda, TCP on cpu (exit 1 on a wrong result)" };
+        var command = new RootCommand("mixlora-doctor: check the runtime and op coverage") { device, ops, dtypes, output, smoke, graphs, perNode, prefix, kernels, ortChecks, ortCheck, collective };
         command.SetAction(p =>
         {
             var dev = OrtRuntime.ParseDevice(p.GetValue(device)!);
@@ -37,6 +38,7 @@ public static class DoctorCommand
             if (p.GetValue(smoke)) Smoke.Run(rt);
             if (p.GetValue(ortChecks) && OrtChecks.RunIsolated(p.GetValue(device)!, Console.Out) > 0) return 1;
             if (p.GetValue(kernels) && !KernelCheck.Run(rt, Console.Out)) return 1;
+            if (p.GetValue(collective) && !CollectiveCheck.Run(rt, Console.Out)) return 1;
             foreach (var g in p.GetValue(graphs) ?? [])
             {
                 if (p.GetValue(prefix) is { } k) GraphCheck.Run(rt, PrefixGraph.Write(g, k));

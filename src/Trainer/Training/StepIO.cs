@@ -116,6 +116,9 @@ internal sealed class StepIO
         for (var l = 0; l < _layers; l++) for (var e = 0; e < _experts; e++) load[l, e] += loadWeight * a[(l * _experts) + e];
     }
 
+    /// <summary>A zero router load (null without a router): what a process that ran no micro-batch of a shared step adds.</summary>
+    public double[,]? EmptyLoad() => _layers == 0 ? null : new double[_layers, _experts];
+
     /// <summary>A device buffer for an output the caller does not read (eval logits).</summary>
     public OrtValue Scratch(BoundSession s, string name)
     {

@@ -84,16 +84,22 @@ public sealed class StepRunner : IDisposable
         foreach (var (key, v) in declared) _weights[key] = _store.Upload(provider.Load(key, v.DType, v.S.ToLongs()));
     }
 
-    /// <summary>One optimizer step over the given micro-batches (step is 1-based, as AdamW's t).</summary>
-    public StepResult Step(IReadOnlyList<Batch> micro, long step, double lr)
+    /// <summary>
+    /// One optimizer step over the given micro-batches (step is 1-based, as AdamW's t). With <paramref name="share"/>
+    /// (data parallelism) this process runs only its micro-batches, with the whole step's token shares and each
+    /// micro-batch's own dropout seed, and the share sums the gradients and losses over the processes before the optimizer.
+    /// </summary>
+    public StepResult Step(IReadOnlyList<Batch> micro, long step, double lr, Distributed.IStepShare? share = null)
     {
         var sums = new double[4];
         double[,]? load = null;
         var (labels, real) = (micro.Sum(b => b.LabelTokens), micro.Sum(b => b.RealTokens));
+        var mine = share?.Mine(micro.Count) ?? [.. Enumerable.Range(0, micro.Count)];
         State.Grads.Reset();                                                              // the first micro-step writes one buffer (a captured graph's address)
-        for (var i = 0; i < micro.Count; i++)
+        for (var j = 0; j < mine.Count; j++)
         {
-            var session = i == 0 ? _grad : _gradAcc.Value;
+            var (i, first) = (mine[j], j == 0);
+            var session = first ? _grad : _gradAcc.Value;
             var (inputs, outputs) = Feeds(micro[i]);
             // the step's loss is the mean over all of its label tokens: each micro-batch weighs by its share
             var (lmw, auxw) = (Share(micro[i].LabelTokens, labels), Share(micro[i].RealTokens, real));
@@ -101,18 +107,19 @@ public sealed class StepRunner : IDisposable
             foreach (var (k, v) in _io.Weights) inputs[k] = v;
             // gradients land in place in the flat gradient buffer through per-tensor views; later micro-steps
             // add the current sum and write the other buffer
-            foreach (var (k, v) in State.Views(i == 0 ? State.Grads.Current : State.Grads.Next)) outputs[AdamW.GradName(k)] = v;
-            if (i > 0) foreach (var (k, v) in State.Views(State.Grads.Current)) inputs[TrainGraphs.AccName(k)] = v;
+            foreach (var (k, v) in State.Views(first ? State.Grads.Current : State.Grads.Next)) outputs[AdamW.GradName(k)] = v;
+            if (!first) foreach (var (k, v) in State.Views(State.Grads.Current)) inputs[TrainGraphs.AccName(k)] = v;
             if (_io.Seed is { } seed)
             {
                 _io.SetSeed(step, i);
                 inputs[GraphBuilder.Ops.SwiGluSlotsOps.SeedInput] = seed;
             }
-            if (i == 0 && _rt.CudaGraphs) RunGraph(inputs, outputs);
+            if (first && _rt.CudaGraphs) RunGraph(inputs, outputs);
             else session.Run(inputs, outputs);
-            if (i > 0) State.Grads.Swap();
+            if (!first) State.Grads.Swap();
             _io.Accumulate(sums, ref load, auxw);
         }
+        share?.Reduce(State.Grads.Current, State.Count, mine.Count == 0, sums, load ??= _io.EmptyLoad());
         _io.SetOptimizer(step, lr, 1.0);                                                  // the shares already sum the micro-steps to the step
         _opt.Run(_io.OptimizerInputs, _io.OptimizerOutputs[OptimizerGraph.GradNormOutput]);
         return new StepResult(sums[0], sums[1], sums[2], _io.GradNorm, real, load);

@@ -7,6 +7,7 @@ using MixLoRA.Runtime;
 using MixLoRA.Text.Data;
 using MixLoRA.Text.Tokenization;
 using MixLoRA.Trainer.Data;
+using MixLoRA.Trainer.Distributed;
 
 namespace MixLoRA.Trainer.Training;
 
@@ -32,10 +33,11 @@ public static class TrainLoop
 {
     public static TrainSummary Run(TrainOptions o, TextWriter? log = null)
     {
-        log ??= o.Quiet ? TextWriter.Null : Console.Out;
+        var writes = o.Ranks is not { Rank: > 0 };                                             // rank 0 of a data-parallel run (or a single process) writes the run
+        log ??= o.Quiet || !writes ? TextWriter.Null : Console.Out;
         o.Validate();
-        using var folder = RunFolder.Take(o.Out, "training", log);                              // before anything is written there
-        if (!o.Resume) Fresh(o);
+        using var folder = writes ? RunFolder.Take(o.Out, "training", log) : null;            // before anything is written there
+        if (!o.Resume && (writes || !o.Overwrite)) Fresh(o);                                // other ranks only check: the run folder is rank 0's to change
         var manifest = Manifest.Load(o.Artifacts);
         CheckModel(manifest, o.Artifacts);
         var micro = o.MicroBatchSize ?? manifest.MicroBatchSize;
@@ -44,25 +46,47 @@ public static class TrainLoop
         var model = ModelConfig.Load(manifest.ModelPath);                                      // read once: vocabulary, pad id, divergence bound
         var examples = LoadData(o, o.Data, manifest, model.VocabSize);
         Fail.If(examples.Count == 0, "the training data has no records", "check the --data files");
-        WarnMaskedRecords(examples, Console.Error);                                        // warnings show with --quiet too
+        if (writes) WarnMaskedRecords(examples, Console.Error);                            // warnings show with --quiet too
         var total = o.Steps ?? (long)Math.Ceiling(examples.Count * (o.Epochs ?? 1) / o.BatchSize);
         Fail.If(total < 1, $"--steps {total} must be positive", "use --steps N or --epochs N");
+        using var dp = o.Ranks is { } me
+            ? DataParallel.Join(me, o.Device, RunDescription.Of(o, Path.Combine(o.Artifacts, Manifest.FileName), manifest.ModelFingerprint, examples, total), o.RendezvousTimeout, log)
+            : null;
+        try
+        {
+            return Train(o, manifest, model, examples, (micro, total), dp, log);
+        }
+        catch (Exception e) when (dp != null)
+        {
+            dp.Abort(e);                                                                       // the other ranks stop with this rank's message
+            throw;
+        }
+    }
+
+    private static TrainSummary Train(TrainOptions o, Manifest manifest, ModelConfig model, IReadOnlyList<Example> examples, (int Micro, long Total) size, DataParallel? dp, TextWriter log)
+    {
+        var (micro, total) = size;
         var adapterCfg = AdapterConfig.Load(Path.Combine(o.Artifacts, manifest.AdapterDir));
         var schedule = new LrSchedule(LrSchedule.ParseKind(o.LrScheduler), o.Lr, o.WarmupSteps, total);
-        var (start, position, init, m, v) = StartingPoint(o, manifest.Trainable, Path.Combine(o.Artifacts, manifest.AdapterDir), total, log);
+        // data parallel: rank 0 alone reads the run folder (its checkpoint), then hands the starting point and the state to every rank
+        var (start, position, init, m, v) = StartingPoint(dp is { Writes: false } ? o with { Resume = false } : o, manifest.Trainable, Path.Combine(o.Artifacts, manifest.AdapterDir), total, log);
+        if (dp != null) (start, position) = dp.ShareStart(start, position);
         if (start > 0 && adapterCfg.LoraDropout > 0)
             log.WriteLine($"note: lora_dropout {adapterCfg.LoraDropout} draws from ONNX Runtime's own random generator, so this resumed run is not bit-identical to an uninterrupted one");
         var optimizer = new OptimizerOptions(new AdamWOptions(WeightDecay: o.WeightDecay), o.MaxGradNorm);
         if (o.CudaGraph) OrtRuntime.CheckCudaGraphs(o.Device, adapterCfg.LoraDropout);
-        var rt = o.CudaGraph ? OrtRuntime.For(o.Device, o.Runtime).WithCudaGraphs() : OrtRuntime.For(o.Device, o.Runtime);
+        var settings = o.Ranks is { } me && o.Device == Device.Cuda ? o.Runtime with { CudaDevice = me.LocalRank } : o.Runtime;   // rank on cuda:LOCAL_RANK
+        var rt = o.CudaGraph ? OrtRuntime.For(o.Device, settings).WithCudaGraphs() : OrtRuntime.For(o.Device, settings);
         using var runner = new StepRunner(rt, manifest, o.Artifacts, optimizer, init, m, v);
+        dp?.ShareState(runner.State);
         var stream = new BatchStream(examples, new BatchOptions(o.BatchSize, micro, model.PadTokenId ?? 0, manifest.SeqLen, o.Shuffle, o.GroupByLength, o.Packing), position);
-        var evalData = o.EvalData.Count > 0 ? LoadData(o, o.EvalData, manifest, model.VocabSize) : null;
+        var evalData = o.EvalData.Count > 0 && dp is not { Writes: false } ? LoadData(o, o.EvalData, manifest, model.VocabSize) : null;   // rank 0 evaluates
         var eval = evalData is null ? null : new BatchStream(evalData, new BatchOptions(micro, micro, model.PadTokenId ?? 0, manifest.SeqLen, Packing: o.Packing), DataPosition.Start(0));
         log.WriteLine($"training {examples.Count} records, {total} steps of {o.BatchSize} ({(o.Packing ? $"packed into rows, {micro} rows per micro-batch" : $"micro-batch {micro}")}, seq {manifest.SeqLen}) on {o.Device.ToString().ToLowerInvariant()}{(start > 0 ? $", resuming at step {start}" : "")}");
-        using var metrics = new Metrics(o.Out, start, total, o.Quiet);
+        using var metrics = dp is { Writes: false } ? null : new Metrics(o.Out, start, total, o.Quiet);
         using var signals = o.HandleSignals ? new StopSignals(log) : null;
-        var ctx = new RunContext(o, runner, stream, schedule, adapterCfg, metrics, eval, total, model.VocabSize, signals);
+        if (dp != null) dp.LocalStop = () => signals?.Requested ?? 0;                         // a stop is agreed at each step's reduction
+        var ctx = new RunContext(o, runner, stream, schedule, adapterCfg, metrics, eval, total, model.VocabSize, signals, dp);
         return Loop(ctx, start, log);
     }
 
@@ -89,9 +113,15 @@ public static class TrainLoop
     private static bool Unchanged(AdapterWeights before, AdapterWeights after) =>
         before.All(kv => after.TryGetValue(kv.Key, out var t) && kv.Value.Data.AsSpan().SequenceEqual(t.Data));
 
-    private sealed record RunContext(TrainOptions O, StepRunner Runner, BatchStream Stream, LrSchedule Schedule, AdapterConfig Adapter, Metrics Metrics, BatchStream? Eval, long Total,
-        int VocabSize, StopSignals? Signals = null)
+    private sealed record RunContext(TrainOptions O, StepRunner Runner, BatchStream Stream, LrSchedule Schedule, AdapterConfig Adapter, Metrics? Metrics, BatchStream? Eval, long Total,
+        int VocabSize, StopSignals? Signals = null, DataParallel? Dp = null)
     {
+        /// <summary>Whether this process writes metrics, checkpoints and the adapter (not a data-parallel rank other than 0).</summary>
+        public bool Writes => Dp?.Writes ?? true;
+
+        /// <summary>The signal (2 or 15) after which to stop: every rank's agreement under data parallelism, else this process's.</summary>
+        public int Stop => Dp?.AgreedStop ?? Signals?.Requested ?? 0;
+
         /// <summary>The lm_loss above which a run counts as diverged: 4 · ln V, at least 20.</summary>
         public double DivergedAbove => Math.Max(20, 4 * Math.Log(VocabSize));
     }
@@ -104,37 +134,37 @@ public static class TrainLoop
         string? checkpoint = null;
         double[,]? load = null;
         var end = c.O.StopAfter is { } stop ? Math.Min(c.Total, start + stop) : c.Total;
-        var initial = end - start >= FrozenWindow ? c.Runner.State.Download(c.Runner.State.Params) : null;
+        var initial = end - start >= FrozenWindow && c.Writes ? c.Runner.State.Download(c.Runner.State.Params) : null;
         for (var step = start; step < end; step++)
         {
             var lr = c.Schedule.At((int)step);
             var t0 = clock.Elapsed.TotalSeconds;
-            var r = c.Runner.Step(c.Stream.NextStep(), step + 1, lr);
+            var r = c.Runner.Step(c.Stream.NextStep(), step + 1, lr, c.Dp);
             if (!double.IsFinite(r.Loss) || !double.IsFinite(r.GradNorm)) StopNonFinite(c, step, r);
             if (step > start && r.LmLoss > c.DivergedAbove) StopDiverged(c, step, r, c.DivergedAbove);
             (first, last, tokens, load) = (double.IsNaN(first) ? r.Loss : first, r.Loss, tokens + r.Tokens, r.RouterLoad);
-            c.Metrics.Step(step, r, lr, clock.Elapsed.TotalSeconds - t0);
-            if (step == start + FrozenWindow - 1 && Unchanged(initial!, c.Runner.State.Download(c.Runner.State.Params)))
+            c.Metrics?.Step(step, r, lr, clock.Elapsed.TotalSeconds - t0);
+            if (initial != null && step == start + FrozenWindow - 1 && Unchanged(initial, c.Runner.State.Download(c.Runner.State.Params)))
                 Console.Error.WriteLine($"warning: the adapter has not changed in {FrozenWindow} steps (loss {r.Loss:G7}): is --lr too small, or is every label masked?");
             var done = step + 1;
-            if (c.O.SaveSteps > 0 && done % c.O.SaveSteps == 0 && done < end) checkpoint = Save(c, done);
+            if (c.O.SaveSteps > 0 && done % c.O.SaveSteps == 0 && done < end) checkpoint = Save(c, done) ?? checkpoint;
             if (c.Eval != null && c.O.EvalSteps > 0 && done % c.O.EvalSteps == 0)
             {
                 RunEval(c, step);
                 evaluated = step;
             }
-            if (c.Signals is { Requested: > 0 } && done < end) return Interrupted(c, start, done, first, last, tokens, clock, log);
+            if (c.Stop > 0 && done < end) return Interrupted(c, start, done, first, last, tokens, clock, log);
         }
         if (c.Eval != null && evaluated != end - 1) RunEval(c, end - 1);
-        c.Metrics.Finish();
+        c.Metrics?.Finish();
         checkpoint = Save(c, end);
         string? adapterDir = null;
-        if (end == c.Total)
+        if (end == c.Total && c.Writes)
         {
             adapterDir = SaveAdapter(c.O, c.Adapter, c.Runner.State.Download(c.Runner.State.Params));
         }
         var summary = new TrainSummary(end - start, first, last, adapterDir, checkpoint, clock.Elapsed.TotalSeconds, tokens,
-            c.Metrics.Path, end, c.Total, load);
+            c.Metrics?.Path ?? "", end, c.Total, load);
         TrainReport.Write(log, summary);
         return summary;
     }
@@ -155,12 +185,12 @@ public static class TrainLoop
     /// <summary>A signal stopped the run after step <paramref name="done"/>: checkpoint it and say how to continue.</summary>
     private static TrainSummary Interrupted(RunContext c, long start, long done, double first, double last, long tokens, Stopwatch clock, TextWriter log)
     {
-        c.Metrics.Finish();
+        c.Metrics?.Finish();
         var checkpoint = Save(c, done);
         log.WriteLine($"stopped at step {done} of {c.Total}; checkpoint {checkpoint}. Continue with the same command and --resume.");
-        return new TrainSummary(done - start, first, last, null, checkpoint, clock.Elapsed.TotalSeconds, tokens, c.Metrics.Path, done, c.Total)
+        return new TrainSummary(done - start, first, last, null, checkpoint, clock.Elapsed.TotalSeconds, tokens, c.Metrics?.Path ?? "", done, c.Total)
         {
-            StoppedBySignal = c.Signals!.Requested,
+            StoppedBySignal = c.Stop,
         };
     }
 
@@ -170,7 +200,7 @@ public static class TrainLoop
     /// </summary>
     private static void StopNonFinite(RunContext c, long step, StepResult r)
     {
-        c.Metrics.Finish();
+        c.Metrics?.Finish();
         var lossBad = !double.IsFinite(r.Loss);
         var what = lossBad ? $"the loss became {r.Loss}" : $"the gradient norm became {r.GradNorm} (loss {r.Loss:G6})";
         var keep = NewestFinite(c.O.Out);
@@ -193,7 +223,7 @@ public static class TrainLoop
     /// </summary>
     private static void StopDiverged(RunContext c, long step, StepResult r, double bound)
     {
-        c.Metrics.Finish();
+        c.Metrics?.Finish();
         var keep = NewestFinite(c.O.Out);
         throw Fail.User($"the loss {r.Loss:G4} at step {step} is above {bound:G3} (4·ln of the vocabulary): training diverged and stopped"
             + (keep != null ? $"; the newest checkpoint with finite weights is {keep}" : ""), "lower --lr or set --max-grad-norm, then start again");
@@ -202,11 +232,13 @@ public static class TrainLoop
     private static void RunEval(RunContext c, long step)
     {
         var (loss, lm, _) = c.Runner.Eval(c.Eval!.All());                                     // every eval record once
-        c.Metrics.Eval(step, loss, lm);
+        c.Metrics?.Eval(step, loss, lm);
     }
 
-    private static string Save(RunContext c, long done)
+    /// <summary>A checkpoint after step <paramref name="done"/> (its folder), or null on a data-parallel rank other than 0.</summary>
+    private static string? Save(RunContext c, long done)
     {
+        if (!c.Writes) return null;
         var s = c.Runner.State;
         var info = new CheckpointInfo(done, c.Stream.Position.ToJson(), c.O.Seed, c.O.LrScheduler, c.O.Lr, c.O.WarmupSteps, c.Total);
         return Checkpoints.Save(c.O.Out, info, c.Adapter, s.Download(s.Params), s.Download(s.M), s.Download(s.V));

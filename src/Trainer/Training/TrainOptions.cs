@@ -53,6 +53,15 @@ public sealed record TrainOptions
     /// <summary>Also write `adapter_model.bin` (the reference's torch format) into OUT/adapter.</summary>
     public bool SaveBin { get; init; }
 
+    /// <summary>
+    /// This process's rank in a data-parallel group (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), or null
+    /// to train alone (see <see cref="Distributed.DataParallel"/>).
+    /// </summary>
+    public Runtime.Collectives.RankInfo? Ranks { get; init; }
+
+    /// <summary>How long the rendezvous waits for every rank (--rendezvous-timeout).</summary>
+    public TimeSpan RendezvousTimeout { get; init; } = TimeSpan.FromSeconds(300);
+
     /// <summary>Rejects flag values that cannot work, naming the flag, the value and what to use.</summary>
     public void Validate()
     {
@@ -71,6 +80,7 @@ public sealed record TrainOptions
         Fail.If(EvalSteps < 0, $"--eval-steps {EvalSteps} must be zero or positive", "use 0 (only at the end) or a step count");
         Fail.If(EvalSteps > 0 && EvalData.Count == 0, $"--eval-steps {EvalSteps} without --eval-data", "pass --eval-data FILE too");
         Fail.If(Resume && Overwrite, "--resume and --overwrite together", "--resume continues the run in --out, --overwrite deletes it: choose one");
+        Fail.If(!(RendezvousTimeout > TimeSpan.Zero), $"--rendezvous-timeout {RendezvousTimeout.TotalSeconds} must be positive", "use e.g. --rendezvous-timeout 300 (seconds)");
         Fail.If(StopAfter is < 1, $"StopAfter {StopAfter} must be positive", "use 1 or more");
     }
 }

@@ -86,7 +86,7 @@ public sealed class BenchLossAndJsonTests
         "device_state_bytes", "trainable_params", "trainable_params_active", "frozen_params", "frozen_matmul_params",
         "flops_per_token", "flop_formula", "achieved_tflops", "peak_tflops", "mfu", "setup_s", "last_loss",
         "lengths", "padded_real_tokens_per_s", "padded_padding_fraction", "packed_real_tokens_per_s", "packed_padding_fraction",
-        "jobs", "per_job_tokens_per_s",
+        "jobs", "per_job_tokens_per_s", "world_size", "solo_tokens_per_s", "scaling_efficiency",
     ];
 
     private static BenchResult Sample(double lastLoss = 5.123456789, double? mfu = 0.123456789, int? experts = 8) => new()
@@ -121,6 +121,7 @@ public sealed class BenchLossAndJsonTests
         ["lengths"] = r.Lengths, ["padded_real_tokens_per_s"] = Round(r.PaddedRealTokensPerS, 1), ["padded_padding_fraction"] = Round(r.PaddedPaddingFraction, 4),
         ["packed_real_tokens_per_s"] = Round(r.PackedRealTokensPerS, 1), ["packed_padding_fraction"] = Round(r.PackedPaddingFraction, 4),
         ["jobs"] = r.Jobs, ["per_job_tokens_per_s"] = Round(r.PerJobTokensPerS, 1),
+        ["world_size"] = r.WorldSize, ["solo_tokens_per_s"] = Round(r.SoloTokensPerS, 1), ["scaling_efficiency"] = Round(r.ScalingEfficiency, 4),
     }.ToJsonString(new JsonSerializerOptions { WriteIndented = false, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
 
     private static double? Round(double? v, int digits) => v is { } d ? Math.Round(d, digits) : null;
