@@ -93,14 +93,13 @@ internal sealed class JobRun : IDisposable
             Array.Clear(_sums);
         }
         var b = _pending[_next];
-        static double Share(long part, long whole) => whole == 0 ? 0 : (double)part / whole;
-        return (b, (Share(b.LabelTokens, _labels), Share(b.RealTokens, _real)), _next == 0);
+        return (b, (StepRunner.Share(b.LabelTokens, _labels), StepRunner.Share(b.RealTokens, _real)), _next == 0);
     }
 
     /// <summary>Adds one micro-step's outputs; true when the step's last micro-batch has run.</summary>
     public bool Add(JobMicro m)
     {
-        var share = _real == 0 ? 0 : (double)_pending[_next].RealTokens / _real;
+        var share = StepRunner.Share(_pending[_next].RealTokens, _real);
         (_sums[0], _sums[1], _sums[2]) = (_sums[0] + m.Loss, _sums[1] + m.LmLoss, _sums[2] + m.AuxLoss);
         if (m.RouterLoad is { } a)
         {

@@ -59,9 +59,7 @@ public static class JobsArtifacts
         ModelPath = "", ModelFingerprint = "", ModelType = spec.Model.ModelType,
         MicroBatchSize = spec.PerJob.MicroBatch, SeqLen = spec.PerJob.SeqLen, WeightDType = spec.WeightType.Name(), ComputeDType = spec.Compute.Name(),
         Device = device.ToString().ToLowerInvariant(), Accumulate = true, Checkpointing = spec.Checkpointing, Fused = spec.Fused, AdapterDir = "adapter_init",
-        Graphs = graphs.ToDictionary(p => p.Key, p => new GraphSpec(p.Key + ".onnx", p.Value.Graph.Inputs.Select(Spec).ToArray(), p.Value.Graph.Outputs.Select(Spec).ToArray())),
-        Trainable = [], Weights = graphs["grad_accum_step"].Weights.Values.Select(Spec).ToArray(), Jobs = jobs,
+        Graphs = graphs.ToDictionary(p => p.Key, p => new GraphSpec(p.Key + ".onnx", p.Value.Graph.Inputs.Select(ArtifactsBuilder.Spec).ToArray(), p.Value.Graph.Outputs.Select(ArtifactsBuilder.Spec).ToArray())),
+        Trainable = [], Weights = graphs["grad_accum_step"].Weights.Values.Select(ArtifactsBuilder.Spec).ToArray(), Jobs = jobs,
     };
-
-    private static TensorSpec Spec(Value v) => new(v.Name, v.DType.Name(), v.Shape?.Dims.Select(d => d.IsStatic ? d.Value : -1).ToArray() ?? []);
 }

@@ -89,7 +89,7 @@ public static class ArtifactsBuilder
         };
     }
 
-    private static TensorSpec Spec(Value v) => new(v.Name, v.DType.Name(), v.Shape?.Dims.Select(d => d.IsStatic ? d.Value : -1).ToArray() ?? []);
+    internal static TensorSpec Spec(Value v) => new(v.Name, v.DType.Name(), v.Shape?.Dims.Select(d => d.IsStatic ? d.Value : -1).ToArray() ?? []);
 
     /// <summary>The initial adapter in <paramref name="dir"/>: the given weights (checked against the graph) or a seeded initialization.</summary>
     internal static void WriteInitialAdapter(BuildOptions o, string dir, AdapterConfig cfg, IReadOnlyList<TrainableTensor> trainable)

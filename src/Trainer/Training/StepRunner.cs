@@ -125,7 +125,8 @@ public sealed class StepRunner : IDisposable
         return new StepResult(sums[0], sums[1], sums[2], _io.GradNorm, real, load);
     }
 
-    private static double Share(long part, long whole) => whole == 0 ? 0 : (double)part / whole;
+    /// <summary>A micro-batch's share of the step's tokens (0 when the step has none): its lm_weight / aux_weight.</summary>
+    internal static double Share(long part, long whole) => whole == 0 ? 0 : (double)part / whole;
 
     /// <summary>
     /// A replayed CUDA graph reuses every address of the captured run: from the second run on, every bound
